@@ -1,0 +1,161 @@
+"""Building blocks shared by every architecture, written once.
+
+Vocabulary of the paper (van Betteray, Rottmann, Kahl: "MGiaD: Multigrid in all dimensions"):
+``u`` features, ``f`` data, ``A`` feature-to-data map, ``B`` data-to-feature map (smoother),
+``R`` restriction of the residual, ``Pi`` FAS restriction of the features, ``P`` prolongation.
+
+Conventions that reproduce the paper's weight counts: no convolution has a bias, and every
+convolution is followed by BatchNorm then ReLU except ``A``/``B`` (whose BN+ReLU sit inside the
+smoothing step, eq. 5) and the prolongation ``P`` (no BN unless asked for).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "conv", "BNReLU", "ConvBNReLU", "Stem", "Classifier", "SmoothingStep", "smooth",
+    "FASTransfer", "check_positive_int", "check_divisible", "is_tracing",
+]
+
+
+def is_tracing() -> bool:
+    """True under torch.fx symbolic tracing, where Python checks on tensor shapes cannot run."""
+    try:
+        from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+        return is_fx_symbolic_tracing()
+    except Exception:  # private helper renamed: fall back to the flag it reads
+        import torch.fx._symbolic_trace as fx_trace
+        return bool(getattr(fx_trace, "_is_fx_tracing_flag", False))
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_divisible(name: str, value: int, by: int, what: str) -> None:
+    if value % by:
+        raise ValueError(f"{name}={by} does not divide the {value} channels of {what}")
+
+
+def conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+         groups: int = 1) -> nn.Conv2d:
+    """A bias-free 'same'-padded convolution: the linear map of every layer in the paper."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                     padding=kernel_size // 2, groups=groups, bias=False)
+
+
+class BNReLU(nn.Sequential):
+    """relu(bn(x)): the normalisation that follows every convolution (paper, section 4)."""
+
+    def __init__(self, channels: int):
+        super().__init__(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+
+class ConvBNReLU(nn.Sequential):
+    """conv -> BN -> ReLU (ReLU optional, for ResNet's second convolution)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int = 1, groups: int = 1, relu: bool = True):
+        layers = [conv(in_channels, out_channels, kernel_size, stride, groups),
+                  nn.BatchNorm2d(out_channels)]
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class Stem(nn.Module):
+    """Maps the image to the data ``f_1`` of the first level and checks the input's shape.
+
+    ``"cifar"``: 3x3 conv, stride 1. ``"imagenet"``: 7x7 conv, stride 2, then 3x3 max-pool, stride 2.
+    """
+
+    kinds = ("cifar", "imagenet")
+
+    def __init__(self, in_chans: int, out_channels: int, kind: str = "cifar"):
+        super().__init__()
+        if kind not in self.kinds:
+            raise ValueError(f"stem must be one of {list(self.kinds)}, got {kind!r}")
+        self.in_chans, self.kind = in_chans, kind
+        if kind == "cifar":
+            self.conv = ConvBNReLU(in_chans, out_channels, 3)
+            self.pool = nn.Identity()
+        else:
+            self.conv = ConvBNReLU(in_chans, out_channels, 7, stride=2)
+            self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not is_tracing() and (x.dim() != 4 or x.shape[1] != self.in_chans):
+            raise ValueError(f"expected input of shape (N, {self.in_chans}, H, W) for "
+                             f"in_chans={self.in_chans}, got {tuple(x.shape)}")
+        return self.pool(self.conv(x))
+
+
+class Classifier(nn.Module):
+    """Global average pooling of ``u`` on the last level, then a linear layer."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(u, 1), 1))
+
+
+class SmoothingStep(nn.Module):
+    """One smoothing iteration, eq. (5) / algorithm 1 line 4 / algorithm 2 lines 2 and 9:
+
+        u <- u + relu(bn(B(relu(bn(f - A(u))))))
+
+    The step owns only its two BatchNorms; ``A(u)`` and ``B`` are passed in because they are
+    shared between steps (MgNet^{A,B}) and between pre- and post-smoothing (SiC).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm_residual = BNReLU(channels)
+        self.norm_correction = BNReLU(channels)
+
+    def forward(self, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
+        return u + self.norm_correction(B(self.norm_residual(f - A_u)))
+
+
+def smooth(steps: Sequence[SmoothingStep], A: nn.Module, B, u: Tensor, f: Tensor,
+           A_u: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Run ``nu`` smoothing steps with smoother ``A`` and ``B`` (one module, or one per step).
+
+    ``A_u`` is ``A(u)`` if the caller already has it (eq. 9 and algorithm 2 line 5 compute it on
+    the coarse level's initial ``u``); it is used once, never recomputed. Returns ``u`` and ``A(u)``
+    for the returned ``u`` when still known (no step ran), else ``None``.
+    """
+    for i, step in enumerate(steps):
+        B_i = B[i] if isinstance(B, nn.ModuleList) else B
+        u = step(u, f, A(u) if A_u is None else A_u, B_i)
+        A_u = None
+    return u, A_u
+
+
+class FASTransfer(nn.Module):
+    """FAS transfer to a coarser grid, eq. (8)-(9) and algorithm 2 lines 4-5 (without the
+    ``+ A'(u')`` term, which uses the coarse level's ``A`` and is added by the caller):
+
+        u' = relu(bn(Pi(u))),    f' = relu(bn(R(f - A(u))))
+
+    In resolution (``kernel_size=3, stride=2, groups=c``): learnable depthwise poolings with channel
+    multiplier ``c'/c``. In channels (``kernel_size=1, groups=c'``, ``c' = c/2``): two fine channels
+    make one coarse channel (``R-hat``, ``Pi-hat``).
+    """
+
+    def __init__(self, channels: int, coarse_channels: int, kernel_size: int, stride: int,
+                 groups: int):
+        super().__init__()
+        self.Pi = ConvBNReLU(channels, coarse_channels, kernel_size, stride, groups)
+        self.R = ConvBNReLU(channels, coarse_channels, kernel_size, stride, groups)
+
+    def forward(self, u: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
+        return self.Pi(u), self.R(residual)

@@ -1,0 +1,100 @@
+"""The resolution multigrid shared by MgNet and MGiaD: the coarsening leg of a V-cycle with FAS.
+
+Algorithm 1 (MgNet) and algorithm 3 (MGiaD) differ only in the smoother used on a resolution level
+(a stationary iteration with ``A_l``, ``B_l``, or the channel V-cycle ``SiC``), so both subclass
+:class:`ResolutionMultigrid` and provide the smoothers.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import Classifier, FASTransfer, Stem, check_positive_int
+
+
+def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
+    """Channels per resolution level, ``lambda * c_l``; fractional channels are an error."""
+    if not widths:
+        raise ValueError("widths must name at least one resolution level")
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
+        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+    scaled = []
+    for w in widths:
+        check_positive_int("every entry of widths", w)
+        c = w * width_mult
+        if abs(c - round(c)) > 1e-9:
+            raise ValueError(f"width_mult={width_mult} gives fractional channels ({w} x "
+                             f"{width_mult} = {c}); choose it so that every width is an integer")
+        scaled.append(int(round(c)))
+    return scaled
+
+
+class ImageClassifier(nn.Module):
+    """Common interface: ``forward_features`` -> ``head``; ``num_classes``, ``in_chans``."""
+
+    head: Classifier
+
+    def __init__(self, num_classes: int, in_chans: int):
+        super().__init__()
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.in_chans = check_positive_int("in_chans", in_chans)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Linear:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the linear classifier, e.g. to fine-tune on a dataset with other classes."""
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.head = Classifier(self.head.fc.in_features, num_classes)
+
+
+class ResolutionMultigrid(ImageClassifier):
+    """Stem, one smoother per resolution level, FAS transfers between levels, classifier.
+
+    Each smoother is a module with a convolution ``A`` (the level's ``A_l``) and a forward
+    ``smoother(f, u, A_u) -> u`` where ``A_u = A(u)`` for the given ``u``.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int, stem: str, channels: Sequence[int],
+                 smoothers: Sequence[nn.Module]):
+        super().__init__(num_classes, in_chans)
+        self.channels = list(channels)
+        self.stem = Stem(in_chans, channels[0], stem)
+        self.smoothers = nn.ModuleList(smoothers)
+        # R_l^{l+1}, Pi_l^{l+1}: 3x3, stride 2, depthwise with channel multiplier c_{l+1}/c_l
+        self.transfers = nn.ModuleList(
+            FASTransfer(c, c_next, kernel_size=3, stride=2, groups=c)
+            for c, c_next in zip(channels[:-1], channels[1:]))
+        self.head = Classifier(channels[-1], num_classes)
+        init_weights(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        f = self.stem(x)
+        u = torch.zeros_like(f)  # algorithm 1/3 line 1: u_1 = 0, so A_1(u_1) = 0 without a conv
+        A_u = u
+        for l, smoother in enumerate(self.smoothers):
+            u = smoother(f, u, A_u)
+            if l + 1 < len(self.smoothers):
+                coarse = self.smoothers[l + 1]
+                u, r = self.transfers[l](u, f - smoother.A(u))  # eq. (8), R_l(f_l - A_l u_l)
+                A_u = coarse.A(u)                               # computed once: eq. (9) and the
+                f = r + A_u                                     # first smoothing step reuse it
+        return u
+
+
+def init_weights(model: nn.Module) -> None:
+    """He (fan-out) initialisation for convolutions, BN to identity: as for ResNet."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,64 @@
+"""Model registry: ``@register_model``, ``create_model(name, **kwargs)``, ``list_models()``.
+
+A model joins the zoo by decorating its class or builder function; its keyword arguments and their
+defaults (the signature) are the model's configuration. ``create_model`` stores the resolved
+arguments on the model as ``model.config`` (JSON-serialisable), so it can be rebuilt exactly.
+"""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+__all__ = ["register_model", "create_model", "list_models", "model_arguments"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable:
+    """Decorator adding a model class or builder function to the registry under ``name``."""
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        _MODELS[name] = builder
+        return builder
+    return add
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of the registered models, optionally filtered by a shell-style pattern."""
+    names = sorted(_MODELS)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def model_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments of model ``name`` with their defaults."""
+    return {p.name: p.default for p in inspect.signature(_builder(name)).parameters.values()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name``; unknown names or arguments raise ``ValueError``."""
+    builder = _builder(name)
+    valid = model_arguments(name)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"model {name!r} got unknown argument(s) {', '.join(unknown)}; "
+                         f"valid arguments: {', '.join(valid)}")
+    arguments = {**valid, **kwargs}
+    model = builder(**arguments)
+    model.config = {"model": name, **{k: _jsonable(v) for k, v in arguments.items()}}
+    return model
