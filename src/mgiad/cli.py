@@ -1,0 +1,216 @@
+"""Command line: ``mgiad count | train | eval``. Run ``mgiad <command> --help`` for details."""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from typing import Any, Sequence
+
+from . import paper
+from .counting import count_flops, count_parameters
+from .registry import _MODELS, create_model, list_models
+
+# one line per create_model argument; every model argument is a flag of the same name
+MODEL_ARG_HELP = {
+    "num_classes": "number of output classes (default: from --dataset)",
+    "in_chans": "input image channels (default: from --dataset)",
+    "stem": "'cifar': 3x3 conv stride 1; 'imagenet': 7x7 conv stride 2 + 3x3 max-pool stride 2",
+    "widths": "channels per resolution level before --width-mult, e.g. 64 128 256 256",
+    "width_mult": "lambda: multiplies every width (paper: 1, 2, 3)",
+    "group_size": "g_s: channels per group of the grouped smoothers A-hat, B-hat",
+    "coarse_channels": "c_K: channel levels halve while the half stays >= c_K; coarsest is dense",
+    "pre_smooth": "eta_pre: pre-smoothing steps per channel level (SiC, algorithm 2)",
+    "post_smooth": "eta_post: post-smoothing steps per channel level (SiC, algorithm 2)",
+    "prolong_norm": "BatchNorm after the channel prolongation P-hat (paper: Tiny ImageNet, ImageNet)",
+    "smoothing_steps": "nu: MgNet smoothing steps per level (one value, or one per level)",
+    "share": "MgNet weight sharing: 'AB' (one A and one B per level) or 'A' (new B every step)",
+    "blocks": "blocks per resolution level (MGIC: one number)",
+}
+
+
+def _is_sequence(annotation: Any) -> bool:
+    text = str(annotation)
+    return "Sequence" in text or "tuple" in text or "list" in text
+
+
+def _arg_type(name: str, default: Any, annotation: Any):
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, (int, float, str)) and not _is_sequence(annotation):
+        return type(default)
+    if "float" in str(annotation):
+        return float
+    return int
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per keyword argument of any registered model (same name, dashes)."""
+    group = parser.add_argument_group("model arguments (those of create_model; default: the model's)")
+    seen: set[str] = set()
+    for builder in _MODELS.values():
+        for p in inspect.signature(builder).parameters.values():
+            if p.name in seen:
+                continue
+            seen.add(p.name)
+            flag = "--" + p.name.replace("_", "-")
+            help_text = MODEL_ARG_HELP.get(p.name, p.name.replace("_", " "))
+            kind = _arg_type(p.name, p.default, p.annotation)
+            if kind is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                   help=help_text)
+            elif _is_sequence(p.annotation) or isinstance(p.default, (tuple, list)):
+                group.add_argument(flag, type=kind, nargs="+", default=None, help=help_text)
+            else:
+                group.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def model_kwargs_from_args(args: argparse.Namespace, dataset: str | None = None) -> dict[str, Any]:
+    """The create_model keyword arguments given on the command line, plus the dataset's defaults
+    (classes, channels, and the paper's stem / prolong_norm for it) where the model takes them."""
+    valid = inspect.signature(_MODELS[args.model]).parameters if args.model in _MODELS else {}
+    kwargs: dict[str, Any] = {}
+    if dataset is not None:
+        setting = paper.DATASET_SETTINGS.get(dataset, {})
+        kwargs.update({k: v for k, v in setting.items() if k in valid})
+    for name in valid:
+        value = getattr(args, name, None)
+        if value is not None:
+            if isinstance(value, list) and name == "smoothing_steps" and len(value) == 1:
+                value = value[0]
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+    # flags given for another model are an error, not silently ignored
+    given = {n for b in _MODELS.values() for n in inspect.signature(b).parameters
+             if getattr(args, n, None) is not None}
+    foreign = sorted(given - set(valid))
+    if foreign:
+        raise ValueError(f"model {args.model!r} does not take "
+                         f"{', '.join('--' + n.replace('_', '-') for n in foreign)}; "
+                         f"its arguments: {', '.join(valid)}")
+    return kwargs
+
+
+# ----------------------------------------------------------------------------------- count
+def _fmt_k(n: float) -> str:
+    return f"{n / 1e3:,.1f}k"
+
+
+def _count_paper(args: argparse.Namespace) -> int:
+    selected = paper.rows(args.table, args.dataset)
+    if not selected:
+        raise ValueError(f"no paper rows for table={args.table!r} dataset={args.dataset!r}")
+    results = [paper.compare(r) for r in selected]
+    if args.json:
+        print(json.dumps([{
+            "table": r["row"].table, "dataset": r["row"].dataset, "model": r["row"].label,
+            "config": r["row"].model_kwargs(), "paper_weights_k": r["row"].weights_k,
+            "weights": r["weights"], "rel_diff": r["rel_diff"],
+            **{k: r[k] for k in ("gflops", "paper_convention_gflops", "explained_weights")
+               if k in r},
+            "anomaly": r["row"].anomaly.reason if r["row"].anomaly else None,
+        } for r in results], indent=1))
+        return 0
+    header = f"{'table':5} {'dataset':13} {'model':31} {'paper':>9} {'ours':>10} {'diff':>7}  note"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        row = r["row"]
+        ok = abs(r["rel_diff"]) <= 0.01 or round(r["weights"] / 1e3) == row.weights_k
+        note = "" if ok else "!"
+        if row.anomaly:
+            note = "ANOMALY: " + row.anomaly.reason
+            if "explained_weights" in r:
+                note += f" -> {_fmt_k(r['explained_weights'])} ({r['explained_rel_diff']:+.1%})"
+        print(f"{row.table:5} {row.dataset:13} {row.label:31} {row.weights_k:>8,}k "
+              f"{_fmt_k(r['weights']):>10} {r['rel_diff']:>+7.1%}  {note}")
+        if "gflops" in r:
+            print(f"{'':5} {'':13} {'  GFLOPs':31} {row.gflops:>9.2f} "
+                  f"{r['paper_convention_gflops']:>10.3f} {r['gflops_rel_diff']:>+7.1%}  "
+                  f"counted as the paper does; computed by our model: {r['gflops']:.3f}")
+    print("\nWeights in thousands; diff = ours / paper - 1. Table 2 (Fashion-MNIST) excludes the "
+          "classifier of MgNet and MGiaD.\nGFLOPs: the paper evaluates A_l(u_l) twice at the start "
+          "of each resolution level (eq. 9 and the first smoothing step); our models compute it "
+          "once.")
+    return 0
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    if args.paper:
+        return _count_paper(args)
+    dataset = args.dataset or "cifar10"
+    if dataset not in paper.DATASET_SETTINGS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from "
+                         f"{', '.join(paper.DATASET_SETTINGS)}")
+    kwargs = model_kwargs_from_args(args, dataset)
+    model = create_model(args.model, **kwargs)
+    size = args.input_size or paper.DATASET_SETTINGS[dataset]["input_size"]
+    weights = count_parameters(model)
+    flops = count_flops(model, size)
+    result = {"model": args.model, "dataset": dataset, "config": model.config,
+              "input_size": [model.in_chans, size, size], "weights": weights,
+              "weights_without_classifier": count_parameters(model, exclude_head=True),
+              "multiply_adds": flops.macs, "flops": flops.flops}
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    shown = {k: v for k, v in kwargs.items() if k not in ("num_classes", "in_chans")}
+    print(f"model       {args.model} " + " ".join(f"{k}={v}" for k, v in shown.items()))
+    print(f"input       {model.in_chans}x{size}x{size}, {model.num_classes} classes ({dataset})")
+    print(f"weights     {weights:,} ({result['weights_without_classifier']:,} without classifier)")
+    print(f"mult-adds   {flops.macs / 1e6:,.1f} M")
+    print(f"FLOPs       {flops.gflops:.3f} G  (2 x multiply-adds, per image)")
+    return 0
+
+
+def _add_count(sub) -> None:
+    p = sub.add_parser("count", help="weights, multiply-adds and FLOPs of a model, or the paper's tables",
+                       description="Print a model's weights, multiply-adds and FLOPs for one image of "
+                       "a dataset, or (--paper) every row of the paper's tables beside our count.")
+    p.add_argument("--model", default="mgiad", choices=list_models(), help="architecture (default: mgiad)")
+    p.add_argument("--dataset", default=None, choices=list(paper.DATASET_SETTINGS),
+                   help="sets num_classes, in_chans, input size and the paper's per-dataset options "
+                   "(default: cifar10; with --paper: all)")
+    p.add_argument("--input-size", type=int, default=None, help="image side (default: the dataset's)")
+    p.add_argument("--paper", action="store_true",
+                   help="compare every row of the paper's tables with our count, marking known anomalies")
+    p.add_argument("--table", default=None, choices=["1", "2", "3", "s4"],
+                   help="with --paper: only this table (s4: the CIFAR-10 figures in section 4's text)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_model_arguments(p)
+    p.set_defaults(func=cmd_count)
+
+
+# ------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgiad", description="MGiaD: multigrid in all dimensions. Models of the paper "
+        "(mgiad, mgnet, mgic, resnet18, resnet20), their weight and FLOP counts, training and "
+        "evaluation.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    _add_count(sub)
+    for add in _EXTRA_COMMANDS:
+        add(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"mgiad {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mgiad {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
