@@ -180,6 +180,139 @@ def _add_count(sub) -> None:
     p.set_defaults(func=cmd_count)
 
 
+# ------------------------------------------------------------------------------ train / eval
+def _dataset_names() -> list[str]:
+    from .data import DATASETS
+    return list(DATASETS)
+
+
+def _train_config(args: argparse.Namespace):
+    from .train import TrainConfig
+    config = TrainConfig(model=args.model, model_args=model_kwargs_from_args(args),
+                         dataset=args.dataset, data_dir=args.data_dir, download=args.download)
+    for name in ("epochs", "batch_size", "lr", "schedule", "step_size", "gamma", "momentum",
+                 "weight_decay", "label_smoothing", "seed", "device", "amp", "channels_last",
+                 "compile", "workers", "out", "progress", "tensorboard"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+    if args.resume is not None:
+        args.resume = args.resume or args.out
+        if not args.resume:
+            raise ValueError("--resume needs the run to continue: --resume runs/<name>")
+        given = [a for a in ("epochs", "batch_size", "lr", "schedule", "seed") if getattr(args, a) is not None]
+        if given:
+            raise ValueError(f"--resume continues the recorded configuration; drop "
+                             f"{', '.join('--' + g.replace('_', '-') for g in given)}")
+        train(_train_config(args), resume=args.resume)
+        return 0
+    train(_train_config(args))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, load_model_state
+    from .data import build_loaders
+    from .train import evaluate, setup_runtime
+    state = load_checkpoint(args.checkpoint)
+    recorded = state["config"]
+    dataset = args.dataset or recorded["dataset"]
+    model_args = dict(recorded["model_args"])
+    model_name = args.model or recorded["model"]
+    if args.model is not None and args.model != recorded["model"]:
+        model_args = {k: v for k, v in model_args.items() if k in ("num_classes", "in_chans")}
+    args.model = model_name
+    model_args.update(model_kwargs_from_args(args))
+    model = create_model(model_name, **model_args)
+    load_model_state(model, state["model"], f"checkpoint {args.checkpoint}")
+    runtime = setup_runtime(args.device)
+    model.to(runtime.device)
+    _, test_loader = build_loaders(dataset, args.data_dir, batch_size=args.batch_size,
+                                   device=runtime.device, download=args.download,
+                                   workers=args.workers, rank=runtime.rank,
+                                   world_size=runtime.world_size)
+    result = evaluate(model, test_loader, runtime)
+    result = {"checkpoint": str(args.checkpoint), "epoch": state.get("epoch"), "dataset": dataset,
+              "test_loss": result["loss"], "test_acc": result["acc"],
+              "images": test_loader.dataset_size}
+    if runtime.is_main:
+        print(json.dumps(result, indent=1) if args.json else
+              f"{dataset} test: loss {result['test_loss']:.4f}  accuracy {result['test_acc']:.2f}%  "
+              f"({result['images']} images, checkpoint epoch {result['epoch']})")
+    return 0
+
+
+def _add_data_arguments(p: argparse.ArgumentParser, default_dataset: str | None) -> None:
+    p.add_argument("--dataset", default=default_dataset, choices=_dataset_names(),
+                   help="dataset (default: %(default)s; 'digits' is scikit-learn's bundled 8x8 "
+                   "digits, offline)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding the dataset files (default: $MGIAD_DATA or ./data)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch a missing dataset from its official source (checksum-verified)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading processes for image-folder datasets (ImageNet)")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda'")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a model (default: MGiaD on the bundled digits, offline, < 3 min)",
+        description="Train with the paper's recipe (SGD, momentum 0.9, weight decay 1e-4, batch "
+        "128, lr 0.05, cosine, 400 epochs; Fashion-MNIST: lr x0.1 every 25 epochs; ImageNet: "
+        "batch 512). Writes config.json, metrics.jsonl, last.pt, best.pt and summary.json to the "
+        "run directory. Ctrl-C saves and exits; --resume continues. Under torchrun it trains "
+        "with DistributedDataParallel.")
+    p.add_argument("--model", default="mgiad", choices=list_models(), help="architecture (default: mgiad)")
+    _add_data_arguments(p, "digits")
+    r = p.add_argument_group("recipe (default: the paper's, per dataset)")
+    r.add_argument("--epochs", type=int, default=None, help="epochs (paper: 400)")
+    r.add_argument("--batch-size", type=int, default=None, help="global batch per step (paper: 128)")
+    r.add_argument("--lr", type=float, default=None, help="initial learning rate (paper: 0.05)")
+    r.add_argument("--schedule", default=None, choices=["cosine", "step", "constant"],
+                   help="learning-rate schedule (paper: cosine; Fashion-MNIST: step)")
+    r.add_argument("--step-size", type=int, default=None, help="'step': epochs between decays (25)")
+    r.add_argument("--gamma", type=float, default=None, help="'step': decay factor (0.1)")
+    r.add_argument("--momentum", type=float, default=None, help="SGD momentum (0.9)")
+    r.add_argument("--weight-decay", type=float, default=None, help="weight decay (1e-4)")
+    r.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (0)")
+    r.add_argument("--seed", type=int, default=None, help="random seed (0); same seed, same run")
+    e = p.add_argument_group("execution")
+    e.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>-<time>)")
+    e.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
+                   help="continue the run in RUN (a run directory or its last.pt; default: --out)")
+    e.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on for CUDA)")
+    e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for CUDA)")
+    e.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    e.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when the terminal is interactive)")
+    e.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log to <run>/tensorboard (needs the tensorboard package)")
+    add_model_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint",
+                       description="Rebuild the model recorded in a checkpoint and report its test "
+                       "loss and accuracy (on the dataset it was trained on, or --dataset).")
+    p.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a run directory")
+    _add_data_arguments(p, None)
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch (default: 256)")
+    p.add_argument("--model", default=None, choices=list_models(),
+                   help="expect this architecture (default: the checkpoint's)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_model_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+
 # ------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -193,7 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list = []
+_EXTRA_COMMANDS: list = [_add_train, _add_eval]
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """Bad input and diverged runs are reported in one line; anything else is a bug: traceback."""
+    train = sys.modules.get("mgiad.train")
+    return isinstance(exc, (ValueError, FileNotFoundError)) or (
+        train is not None and isinstance(exc, train.TrainingDiverged))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as exc:
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
         print(f"mgiad {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

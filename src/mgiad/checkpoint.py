@@ -1,0 +1,89 @@
+"""Checkpoints: written atomically, loaded without running code (``weights_only=True``)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CheckpointError", "atomic_write", "save_checkpoint", "load_checkpoint", "load_model_state",
+           "write_json_atomic", "model_from_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or does not fit the model."""
+
+
+def atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    atomic_write(Path(path), lambda fh: torch.save(state, fh))
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
+    atomic_write(Path(path), lambda fh: fh.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, not a checkpoint, or one that would run code
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not an mgiad checkpoint (no 'model' and 'config' entries)")
+    return state
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint"):
+    """``load_state_dict`` that says which tensors disagree when the architectures differ."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        def head(items):
+            return ", ".join(items[:4]) + (f" and {len(items) - 4} more" if len(items) > 4 else "")
+        parts = [f"{len(missing)} missing ({head(missing)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({head(unexpected)})" if unexpected else "",
+                 f"{len(mismatched)} with other shapes ({head(mismatched)})" if mismatched else ""]
+        raise CheckpointError(f"the {source} was saved from another architecture or configuration: "
+                              + "; ".join(p for p in parts if p))
+    model.load_state_dict(state)
+
+
+def model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Rebuild the model recorded in a checkpoint's config and load its weights."""
+    from .registry import create_model
+    state = load_checkpoint(path, map_location)
+    args = dict(state["config"]["model_args"])
+    model = create_model(state["config"]["model"], **args)
+    load_model_state(model, state["model"], f"checkpoint {path}")
+    return model, state
