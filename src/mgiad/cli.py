@@ -252,7 +252,7 @@ def _add_data_arguments(p: argparse.ArgumentParser, default_dataset: str | None)
                    help="dataset (default: %(default)s; 'digits' is scikit-learn's bundled 8x8 "
                    "digits, offline)")
     p.add_argument("--data-dir", default=None,
-                   help="folder holding the dataset files (default: $MGIAD_DATA or ./data)")
+                   help="folder holding the dataset files (default: $MGIAD_DATA_DIR or ./.data)")
     p.add_argument("--download", action="store_true",
                    help="fetch a missing dataset from its official source (checksum-verified)")
     p.add_argument("--workers", type=int, default=None,

@@ -217,11 +217,12 @@ class _Interrupted(Exception):
     pass
 
 
-def train(config: TrainConfig, resume: str | os.PathLike | None = None,
-          log=print) -> dict[str, Any]:
+def train(config: TrainConfig, resume: str | os.PathLike | None = None, log=print,
+          return_model: bool = False):
     """Train ``config`` (resolved first) and return the summary; see the module docstring.
 
     ``resume``: a run directory or ``last.pt`` to continue; the configuration is taken from it.
+    ``return_model``: return ``(summary, model)``, the trained (unwrapped) model.
     """
     checkpoint = None
     if resume is not None:
@@ -272,8 +273,12 @@ def train(config: TrainConfig, resume: str | os.PathLike | None = None,
     if config.compile:
         net = torch.compile(net)
 
+    if config.batch_size % runtime.world_size:
+        raise ValueError(f"batch_size={config.batch_size} is the global batch; it must be divisible "
+                         f"by the {runtime.world_size} processes")
     train_loader, test_loader = build_loaders(
-        config.dataset, config.data_dir, batch_size=config.batch_size, device=runtime.device,
+        config.dataset, config.data_dir, batch_size=config.batch_size // runtime.world_size,
+        device=runtime.device,
         download=config.download, seed=config.seed, rank=runtime.rank,
         world_size=runtime.world_size, workers=config.workers)
 
@@ -285,6 +290,7 @@ def train(config: TrainConfig, resume: str | os.PathLike | None = None,
                   "world_size": runtime.world_size, "device": str(runtime.device.type),
                   "command": sys.argv}
     run_config["model_args"].pop("model", None)
+    run_config = json.loads(json.dumps(run_config, default=str))  # plain data: weights_only loads
     writer = None
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -292,7 +298,7 @@ def train(config: TrainConfig, resume: str | os.PathLike | None = None,
             write_json_atomic(run_config, out / "config.json")
         log(f"run {out}: {config.model} ({weights:,} weights, {flops.gflops:.3f} GFLOPs) on "
             f"{info.name}, {config.epochs} epochs, batch {config.batch_size}"
-            f"{f' x {runtime.world_size} ranks' if runtime.distributed else ''}, "
+            f"{f' ({runtime.world_size} ranks)' if runtime.distributed else ''}, "
             f"device {runtime.device}" + (f", resuming at epoch {start_epoch + 1}"
                                           if checkpoint is not None else ""))
         writer = _tensorboard(out) if config.tensorboard else None
@@ -362,6 +368,7 @@ def train(config: TrainConfig, resume: str | os.PathLike | None = None,
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"the training loss of epoch {epoch + 1} is {train_loss}; "
                                        f"{out / 'last.pt'} still holds the last good state")
+            _average_buffers(model, runtime)
             test = evaluate(model, test_loader, runtime, amp, channels_last)
             metrics = {"epoch": epoch + 1, "lr": lr,
                        "train_loss": train_loss / max(train_seen, 1),
@@ -410,7 +417,19 @@ def train(config: TrainConfig, resume: str | os.PathLike | None = None,
         write_json_atomic(summary, out / "summary.json")
         log(f"done: best test acc {best_acc:.2f}%, final {summary['final_test_acc']:.2f}% "
             f"({summary['wall_seconds']:.0f}s) -> {out}")
-    return summary
+    return (summary, model) if return_model else summary
+
+
+def _average_buffers(model: nn.Module, runtime: Runtime) -> None:
+    """Average BatchNorm running statistics over ranks, so that every rank evaluates and ends with
+    the same model (DDP keeps parameters equal, but each rank's last step updates its own stats;
+    SyncBatchNorm on CUDA keeps them equal already)."""
+    if not runtime.distributed:
+        return
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer /= runtime.world_size
 
 
 def _write_metrics(history: list[dict], path: Path) -> None:
