@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import mgiad
+from mgiad import registry
 from mgiad import train as train_mod
 from mgiad.checkpoint import load_checkpoint
 from mgiad.cli import main
@@ -186,7 +187,6 @@ class _no_exit:
 _calls = {"n": 0}
 
 
-@mgiad.register_model("test-nan-after-20-steps")
 class _Diverging(nn.Module):
     def __init__(self, num_classes: int = 10, in_chans: int = 1):
         super().__init__()
@@ -200,7 +200,8 @@ class _Diverging(nn.Module):
         return out * float("nan") if _calls["n"] > 20 else out
 
 
-def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path):
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry._MODELS, "test-nan-after-20-steps", _Diverging)
     run = tmp_path / "nan"
     config = TrainConfig(model="test-nan-after-20-steps", dataset="digits", epochs=5,
                          batch_size=128, out=str(run), progress=False)

@@ -23,7 +23,10 @@ __all__ = [
 
 
 def is_tracing() -> bool:
-    """True under torch.fx symbolic tracing, where Python checks on tensor shapes cannot run."""
+    """True under torch.jit.trace or torch.fx symbolic tracing, where Python checks on tensor
+    shapes would be baked into (or break) the trace."""
+    if torch.jit.is_tracing():
+        return True
     try:
         from torch.fx._symbolic_trace import is_fx_symbolic_tracing
         return is_fx_symbolic_tracing()
