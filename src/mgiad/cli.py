@@ -326,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list = [_add_train, _add_eval]
+from .cli_experiments import add_report, add_reproduce  # noqa: E402
+from .cli_interop import add_export, add_predict  # noqa: E402
+_EXTRA_COMMANDS: list = [_add_train, _add_eval, add_reproduce, add_report, add_export, add_predict]
 
 
 def _is_user_error(exc: Exception) -> bool:

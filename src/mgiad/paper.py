@@ -18,7 +18,12 @@ from .counting import count_flops, count_parameters
 from .registry import create_model
 
 __all__ = ["Anomaly", "PaperRow", "PAPER_ROWS", "DATASET_SETTINGS", "rows", "compare",
-           "level1_transfer_weights", "paper_convention_flops"]
+           "level1_transfer_weights", "paper_convention_flops", "GridConfig", "FIGURE7_GRID",
+           "COUNTING_KEYS"]
+
+# keys of an Anomaly's ``kwargs`` that describe how the paper *counted* (input channels, whether
+# the classifier is included), not which network it trained: they never change a trained model
+COUNTING_KEYS = frozenset({"in_chans", "exclude_head"})
 
 # model arguments (and input size) that each dataset implies, per the paper's section 4
 DATASET_SETTINGS: dict[str, dict[str, Any]] = {
@@ -47,6 +52,12 @@ class Anomaly:
     @property
     def explained(self) -> bool:
         return bool(self.kwargs) or self.level1_transfer
+
+    @property
+    def relabel(self) -> dict[str, Any]:
+        """The architecture the row really describes where its printed label is wrong (a
+        mislabelled or swapped row): ``kwargs`` without the counting conventions."""
+        return {k: v for k, v in self.kwargs.items() if k not in COUNTING_KEYS}
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,12 @@ class PaperRow:
     @property
     def input_size(self) -> int:
         return DATASET_SETTINGS[self.dataset]["input_size"]
+
+    @property
+    def train_kwargs(self) -> dict[str, Any]:
+        """Architecture arguments of the network behind this row's figures: the printed
+        configuration, corrected where the row is mislabelled (see :attr:`Anomaly.relabel`)."""
+        return {**self.kwargs, **(self.anomaly.relabel if self.anomaly else {})}
 
 
 MGNET_20 = dict(widths=(16, 32, 64), smoothing_steps=3)
@@ -155,6 +172,51 @@ PAPER_ROWS: list[PaperRow] = [
     PaperRow("2", "fashion-mnist", "MGiaD 16-32-64 c_K=16 g_s=16", "mgiad",
              {**FM3, "group_size": 16}, 55, 93.29, .15, 98.48),
 ] + _table3()
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """One configuration of a parameter study (figure 7), with the paper's reported point for it
+    where the paper prints one (``paper``: a table row of the same configuration and dataset)."""
+
+    label: str
+    model: str
+    kwargs: dict[str, Any]
+    paper: PaperRow | None = None
+
+
+def _row(table: str, label: str) -> PaperRow:
+    return next(r for r in PAPER_ROWS if r.table == table and r.label == label)
+
+
+def _figure7() -> list[GridConfig]:
+    """Figure 7 (CIFAR-10, accuracy against weights). The figure is not in our copy of the paper;
+    the section 4 text names its families: ResNet18/20, MgNet^{A,B} and MgNet^A (4 levels, and the
+    ResNet20-like 16-32-64, nu=3), MgNet with grouped A, B, MGIC, MGiaD with g_s in {4, 8} and
+    c_K varying, channel scaling lambda at c_K=64, and extra post-smoothing. Its printed points are
+    table 1 and the section 4 figures; the other configurations are our choice of the grid."""
+    grid = [GridConfig("ResNet18", "resnet18", {}, _row("1", "ResNet18")),
+            GridConfig("ResNet20", "resnet20", {}, _row("s4", "ResNet20")),
+            GridConfig("MgNet^{A,B}", "mgnet", {}, _row("1", "MgNet^{A,B}")),
+            GridConfig("MgNet^A", "mgnet", dict(share="A")),
+            GridConfig("MgNet^{A,B} 16-32-64 nu=3", "mgnet", MGNET_20,
+                       _row("s4", "MgNet^{A,B} 16-32-64 nu=3")),
+            GridConfig("MgNet^A 16-32-64 nu=3", "mgnet", {**MGNET_20, "share": "A"})]
+    grid += [GridConfig(f"MgNet^{{A,B}} g_s={gs}", "mgnet", dict(group_size=gs)) for gs in (8, 32)]
+    grid += [GridConfig(f"MGIC c_K=64 g_s={gs}", "mgic", dict(group_size=gs, coarse_channels=64))
+             for gs in (4, 8)]
+    for gs in (4, 8):
+        grid += [GridConfig(f"MGiaD c_K={ck} g_s={gs}", "mgiad", _mgiad(1, gs, ck))
+                 for ck in (16, 32, 64)]
+        grid += [GridConfig(f"MGiaD lambda={lam} g_s={gs}", "mgiad", _mgiad(lam, gs),
+                            _row("1", f"MGiaD lambda=3 g_s={gs}") if lam == 3 else None)
+                 for lam in (2, 3)]
+        grid.append(GridConfig(f"MGiaD c_K=64 g_s={gs} eta_post=2", "mgiad",
+                               _mgiad(1, gs, 64, post_smooth=2)))
+    return grid
+
+
+FIGURE7_GRID: list[GridConfig] = _figure7()
 
 
 def rows(table: str | None = None, dataset: str | None = None) -> list[PaperRow]:

@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -34,7 +34,8 @@ from .counting import count_flops, count_parameters
 from .data import build_loaders, dataset_info
 from .registry import create_model, model_arguments
 
-__all__ = ["TrainConfig", "PRESETS", "resolve_config", "train", "evaluate", "TrainingDiverged"]
+__all__ = ["TrainConfig", "PRESETS", "Trainer", "resolve_config", "train", "evaluate",
+           "TrainingDiverged"]
 
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -198,226 +199,285 @@ def _autocast(runtime: Runtime, amp: bool):
 
 def evaluate(model: nn.Module, loader, runtime: Runtime, amp: bool = False,
              channels_last: bool = False) -> dict[str, float]:
-    """Test loss and accuracy, summed over every rank's shard."""
+    """Test loss and accuracy (percent), summed over every rank's shard, and the seconds taken."""
+    t0 = time.time()
     model.eval()
-    loss_sum, correct, count = 0.0, 0.0, 0.0
+    sums = torch.zeros(3, dtype=torch.float64, device=runtime.device)  # loss, correct, count
     with torch.no_grad(), _autocast(runtime, amp):
         for x, y in loader:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            count += y.numel()
-    loss_sum, correct, count = _all_reduce([loss_sum, correct, count], runtime)
-    return {"loss": loss_sum / max(count, 1), "acc": 100.0 * correct / max(count, 1)}
+            sums[0] += F.cross_entropy(logits, y, reduction="sum")
+            sums[1] += (logits.argmax(1) == y).sum()
+            sums[2] += y.numel()
+    loss_sum, correct, count = _all_reduce(sums.tolist(), runtime)
+    return {"loss": loss_sum / max(count, 1), "acc": 100.0 * correct / max(count, 1),
+            "seconds": time.time() - t0}
 
 
 class _Interrupted(Exception):
-    pass
+    """Ctrl-C / SIGTERM was honoured at a step boundary: (epoch, batch) to resume from."""
+
+
+class Trainer:
+    """One run: builds everything from a :class:`TrainConfig`, then :meth:`fit` trains it.
+
+    ``resume``: a run directory or its ``last.pt``; the configuration is taken from it.
+    """
+
+    def __init__(self, config: TrainConfig, resume: str | os.PathLike | None = None, log=print):
+        checkpoint = None
+        if resume is not None:
+            path = Path(resume)
+            checkpoint = load_checkpoint(path / "last.pt" if path.is_dir() else path)
+            config = TrainConfig.from_json(checkpoint["config"]["train"])
+            config.out = str(path if path.is_dir() else path.parent)
+        self.config = config = resolve_config(config)
+        self.log = log
+        self.runtime = runtime = setup_runtime(config.device)
+        cuda = runtime.device.type == "cuda"
+        self.amp = cuda if config.amp is None else config.amp
+        self.channels_last = cuda if config.channels_last is None else config.channels_last
+        self.show_progress = runtime.is_main and (sys.stderr.isatty() if config.progress is None
+                                                  else config.progress)
+        self.out = self._run_dir(checkpoint is not None)
+        if config.batch_size % runtime.world_size:
+            raise ValueError(f"batch_size={config.batch_size} is the global batch; it must be "
+                             f"divisible by the {runtime.world_size} processes")
+
+        _seed_everything(config.seed)
+        self.model = model = create_model(config.model, **config.model_args)
+        self.info = info = dataset_info(config.dataset)
+        self.weights, self.flops = count_parameters(model), count_flops(model, info.image_size)
+        model.to(runtime.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        # progress: next (epoch, batch), best test accuracy, finished epochs' metrics, and the
+        # running sums of a half-done epoch
+        self.epoch, self.batch, self.best_acc, self.history = 0, 0, -1.0, []
+        self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
+        if checkpoint is not None:
+            load_model_state(model, checkpoint["model"], f"checkpoint {resume}")
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.epoch, self.batch = checkpoint["epoch"], checkpoint["batch"]
+            self.best_acc, self.history = checkpoint["best_acc"], list(checkpoint["history"])
+            self.partial = dict(checkpoint.get("partial", self.partial))
+            torch.set_rng_state(checkpoint["rng"])
+        self.net = self._wrap(model)
+        self.train_loader, self.test_loader = build_loaders(
+            config.dataset, config.data_dir, batch_size=config.batch_size // runtime.world_size,
+            device=runtime.device, download=config.download, seed=config.seed,
+            rank=runtime.rank, world_size=runtime.world_size, workers=config.workers)
+        self.run_config = self._describe()
+        self.writer = None
+        if runtime.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if checkpoint is None:
+                write_json_atomic(self.run_config, self.out / "config.json")
+            log(f"run {self.out}: {config.model} ({self.weights:,} weights, "
+                f"{self.flops.gflops:.3f} GFLOPs) on {info.name}, {config.epochs} epochs, batch "
+                f"{config.batch_size}{f' ({runtime.world_size} ranks)' if runtime.distributed else ''}"
+                f", device {runtime.device}"
+                + (f", resuming at epoch {self.epoch + 1}" if checkpoint is not None else ""))
+            self.writer = _tensorboard(self.out) if config.tensorboard else None
+
+    def _run_dir(self, resuming: bool) -> Path:
+        config, runtime = self.config, self.runtime
+        out = Path(config.out or Path("runs") / f"{config.model}-{config.dataset}-"
+                   f"{time.strftime('%Y%m%d-%H%M%S')}")
+        if runtime.distributed and config.out is None:  # every rank must agree on the folder
+            names = [str(out)]
+            dist.broadcast_object_list(names, src=0)
+            out = Path(names[0])
+        if not resuming and (out / "last.pt").exists():
+            raise ValueError(f"{out} already holds a run; continue it with --resume {out} "
+                             "or choose another --out")
+        return out
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """DDP (with SyncBatchNorm on CUDA) under torchrun, then torch.compile if asked for."""
+        net, runtime = model, self.runtime
+        if runtime.distributed:
+            if runtime.device.type == "cuda":
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+        return torch.compile(net) if self.config.compile else net
+
+    def _describe(self) -> dict[str, Any]:
+        """config.json: the training configuration and what a model user needs (size, norm)."""
+        info, model, runtime = self.info, self.model, self.runtime
+        model_args = {k: v for k, v in model.config.items() if k != "model"}
+        described = {"train": self.config.to_json(), "model": self.config.model,
+                     "model_args": model_args, "dataset": info.name, "image_size": info.image_size,
+                     "mean": list(info.mean), "std": list(info.std),
+                     "num_classes": model.num_classes, "in_chans": model.in_chans,
+                     "mgiad_version": __version__, "torch_version": str(torch.__version__),
+                     "world_size": runtime.world_size, "device": runtime.device.type,
+                     "command": sys.argv}
+        return json.loads(json.dumps(described, default=str))  # plain data: weights_only loads
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch, "batch": self.batch, "best_acc": self.best_acc,
+                "history": self.history, "partial": self.partial,
+                "rng": torch.get_rng_state(), "config": self.run_config}
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; Ctrl-C saves ``last.pt`` and raises KeyboardInterrupt."""
+        config, runtime, out = self.config, self.runtime, self.out
+        with _stop_on_signals() as stop:
+            try:
+                while self.epoch < config.epochs:
+                    self._train_epoch(stop)
+                    self._end_epoch()
+            except _Interrupted:
+                if runtime.is_main:
+                    save_checkpoint(self.state(), out / "last.pt")
+                    self.log(f"interrupted in epoch {self.epoch + 1} after batch {self.batch}: "
+                             f"saved {out / 'last.pt'}; continue with: mgiad train --resume {out}")
+                raise KeyboardInterrupt from None
+            finally:
+                if self.writer is not None:
+                    self.writer.close()
+        last = self.history[-1]
+        summary = {"model": config.model, "dataset": self.info.name, "weights": self.weights,
+                   "multiply_adds": self.flops.macs, "flops": self.flops.flops,
+                   "epochs": config.epochs, "best_test_acc": self.best_acc,
+                   "final_test_acc": last["test_acc"], "final_train_acc": last["train_acc"],
+                   "final_test_loss": last["test_loss"], "wall_seconds": last["elapsed"],
+                   "train_seconds": sum(h["seconds"] for h in self.history),
+                   "images_per_s": sum(h["images_per_s"] for h in self.history) / len(self.history),
+                   "machine": platform.machine(), "device": runtime.device.type,
+                   "world_size": runtime.world_size, "run_dir": str(out)}
+        if runtime.is_main:
+            write_json_atomic(summary, out / "summary.json")
+            self.log(f"done: best test acc {self.best_acc:.2f}%, final {last['test_acc']:.2f}% "
+                     f"({summary['wall_seconds']:.0f}s) -> {out}")
+        return summary
+
+    def _train_epoch(self, stop: dict) -> None:
+        """One pass over the training shard from batch ``self.batch``, summing into ``partial``."""
+        config, runtime, epoch = self.config, self.runtime, self.epoch
+        lr = learning_rate(config, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.train_loader.set_epoch(epoch)
+        self.net.train()
+        t0, steps = time.time(), len(self.train_loader)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
+        correct = torch.zeros((), dtype=torch.float64, device=runtime.device)
+        seen = 0
+        batches = itertools.islice(enumerate(self.train_loader), self.batch, None)
+        bar = _progress(batches, steps - self.batch, self.show_progress,
+                        f"epoch {epoch + 1}/{config.epochs}")
+
+        def fold_into_partial(batch: int) -> None:
+            p = self.partial
+            p["loss_sum"] += loss_sum.item()
+            p["correct"] += correct.item()
+            p["seen"] += seen
+            p["seconds"] += time.time() - t0
+            self.batch = batch
+
+        for i, (x, y) in bar:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(runtime, self.amp):
+                logits = self.net(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            check = i % 10 == 0 or i + 1 == steps  # each check syncs a GPU: not every step
+            if check and not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} in epoch {epoch + 1}, batch {i + 1} (lr {lr:g}); "
+                    f"{self.out / 'last.pt'} still holds the last good state. Lower --lr or "
+                    "check the data")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.numel()
+            if self.show_progress and check:
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct.item() / seen:.1f}",
+                                img_s=f"{seen / (time.time() - t0):.0f}")
+            if check and _stop_requested(stop, runtime):
+                fold_into_partial(i + 1)
+                raise _Interrupted
+        fold_into_partial(steps)
+
+    def _end_epoch(self) -> None:
+        """All-reduce the epoch's sums, evaluate, checkpoint, log."""
+        runtime, out, p = self.runtime, self.out, self.partial
+        loss_sum, correct, seen = _all_reduce([p["loss_sum"], p["correct"], float(p["seen"])],
+                                              runtime)
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(f"the training loss of epoch {self.epoch + 1} is not finite; "
+                                   f"{out / 'last.pt'} still holds the last good state")
+        _average_buffers(self.model, runtime)
+        test = evaluate(self.model, self.test_loader, runtime, self.amp, self.channels_last)
+        previous = self.history[-1]["elapsed"] if self.history else 0.0
+        metrics = {"epoch": self.epoch + 1, "lr": learning_rate(self.config, self.epoch),
+                   "train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
+                   "test_loss": test["loss"], "test_acc": test["acc"], "seconds": p["seconds"],
+                   "images_per_s": seen / max(p["seconds"], 1e-9),
+                   "elapsed": previous + p["seconds"] + test["seconds"]}
+        self.history.append(metrics)
+        improved = metrics["test_acc"] > self.best_acc
+        self.best_acc = max(self.best_acc, metrics["test_acc"])
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
+        if not runtime.is_main:
+            return
+        save_checkpoint(self.state(), out / "last.pt")
+        _write_metrics(self.history, out / "metrics.jsonl")
+        if improved:
+            save_checkpoint(self.state(), out / "best.pt")
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if key != "epoch":
+                    self.writer.add_scalar(key, value, metrics["epoch"])
+        self.log(f"epoch {metrics['epoch']:>3}/{self.config.epochs}  lr {metrics['lr']:.4f}  "
+                 f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.2f}  "
+                 f"test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.2f}  "
+                 f"{metrics['seconds']:.1f}s {metrics['images_per_s']:.0f} img/s")
 
 
 def train(config: TrainConfig, resume: str | os.PathLike | None = None, log=print,
           return_model: bool = False):
-    """Train ``config`` (resolved first) and return the summary; see the module docstring.
+    """Train ``config`` and return the summary (and the trained model if ``return_model``).
 
     ``resume``: a run directory or ``last.pt`` to continue; the configuration is taken from it.
-    ``return_model``: return ``(summary, model)``, the trained (unwrapped) model.
     """
-    checkpoint = None
-    if resume is not None:
-        path = Path(resume)
-        checkpoint = load_checkpoint(path / "last.pt" if path.is_dir() else path)
-        config = TrainConfig.from_json(checkpoint["config"]["train"])
-        config.out = str(path if path.is_dir() else path.parent)
-    config = resolve_config(config)
-    runtime = setup_runtime(config.device)
-    amp = runtime.device.type == "cuda" if config.amp is None else config.amp
-    channels_last = runtime.device.type == "cuda" if config.channels_last is None \
-        else config.channels_last
-    show_progress = runtime.is_main and (sys.stderr.isatty() if config.progress is None
-                                         else config.progress)
-    out = Path(config.out or Path("runs") / f"{config.model}-{config.dataset}-"
-               f"{time.strftime('%Y%m%d-%H%M%S')}")
-    if runtime.distributed and config.out is None:  # every rank must agree on the folder
-        names = [str(out)]
-        dist.broadcast_object_list(names, src=0)
-        out = Path(names[0])
-    if checkpoint is None and (out / "last.pt").exists():
-        raise ValueError(f"{out} already holds a run; continue it with --resume {out} "
-                         "or choose another --out")
+    trainer = Trainer(config, resume, log)
+    summary = trainer.fit()
+    return (summary, trainer.model) if return_model else summary
 
-    _seed_everything(config.seed)
-    model = create_model(config.model, **config.model_args)
-    info = dataset_info(config.dataset)
-    weights = count_parameters(model)
-    flops = count_flops(model, info.image_size)
-    model.to(runtime.device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    start_epoch, start_batch, best_acc, history = 0, 0, -1.0, []
-    if checkpoint is not None:
-        load_model_state(model, checkpoint["model"], f"checkpoint {resume}")
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        start_epoch, start_batch = checkpoint["epoch"], checkpoint["batch"]
-        best_acc, history = checkpoint["best_acc"], list(checkpoint["history"])
-        torch.set_rng_state(checkpoint["rng"])
-    net = model
-    if runtime.distributed:
-        if runtime.device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
-    if config.compile:
-        net = torch.compile(net)
 
-    if config.batch_size % runtime.world_size:
-        raise ValueError(f"batch_size={config.batch_size} is the global batch; it must be divisible "
-                         f"by the {runtime.world_size} processes")
-    train_loader, test_loader = build_loaders(
-        config.dataset, config.data_dir, batch_size=config.batch_size // runtime.world_size,
-        device=runtime.device,
-        download=config.download, seed=config.seed, rank=runtime.rank,
-        world_size=runtime.world_size, workers=config.workers)
-
-    run_config = {"train": config.to_json(), "model": config.model,
-                  "model_args": model.config | {}, "dataset": info.name,
-                  "image_size": info.image_size, "mean": list(info.mean), "std": list(info.std),
-                  "num_classes": model.num_classes, "in_chans": model.in_chans,
-                  "mgiad_version": __version__, "torch_version": torch.__version__,
-                  "world_size": runtime.world_size, "device": str(runtime.device.type),
-                  "command": sys.argv}
-    run_config["model_args"].pop("model", None)
-    run_config = json.loads(json.dumps(run_config, default=str))  # plain data: weights_only loads
-    writer = None
-    if runtime.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if checkpoint is None:
-            write_json_atomic(run_config, out / "config.json")
-        log(f"run {out}: {config.model} ({weights:,} weights, {flops.gflops:.3f} GFLOPs) on "
-            f"{info.name}, {config.epochs} epochs, batch {config.batch_size}"
-            f"{f' ({runtime.world_size} ranks)' if runtime.distributed else ''}, "
-            f"device {runtime.device}" + (f", resuming at epoch {start_epoch + 1}"
-                                          if checkpoint is not None else ""))
-        writer = _tensorboard(out) if config.tensorboard else None
-
-    def state(epoch: int, batch: int) -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": epoch, "batch": batch, "best_acc": best_acc, "history": history,
-                "rng": torch.get_rng_state(), "config": run_config}
-
-    # Ctrl-C (or SIGTERM from a scheduler) finishes the current step, saves, and exits
+@contextmanager
+def _stop_on_signals():
+    """Ctrl-C or SIGTERM (a scheduler's preemption) asks the loop to stop at the next check;
+    a second Ctrl-C stops at once."""
     stop = {"requested": False}
-    previous_handlers = {}
+
     def request_stop(signum, frame):
-        if stop["requested"]:  # second Ctrl-C: stop at once
+        if stop["requested"]:
             raise KeyboardInterrupt
         stop["requested"] = True
+    previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            previous_handlers[sig] = signal.signal(sig, request_stop)
-        except ValueError:  # not the main thread
+            previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not the main thread: signals stay as they are
             pass
-
-    start_time = time.time()
-    metrics: dict[str, Any] = {}
     try:
-        for epoch in range(start_epoch, config.epochs):
-            lr = learning_rate(config, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            train_loader.set_epoch(epoch)
-            net.train()
-            t0, seen = time.time(), 0
-            loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
-            correct = torch.zeros((), dtype=torch.float64, device=runtime.device)
-            batches = itertools.islice(enumerate(train_loader), start_batch, None) \
-                if start_batch else enumerate(train_loader)
-            bar = _progress(batches, len(train_loader) - start_batch, show_progress,
-                            f"epoch {epoch + 1}/{config.epochs}")
-            for i, (x, y) in bar:
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(runtime, amp):
-                    logits = net(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-                check = i % 10 == 0 or i + 1 == len(train_loader)  # each check syncs a GPU
-                if check and not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} in epoch {epoch + 1}, batch {i + 1} (lr {lr:g}); "
-                        f"{out / 'last.pt'} still holds the last good state. Lower --lr or check "
-                        "the data")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach() * y.numel()
-                correct += (logits.argmax(1) == y).sum()
-                seen += y.numel()
-                if show_progress and check:
-                    bar.set_postfix(loss=f"{loss.item():.3f}",
-                                    acc=f"{100 * correct.item() / seen:.1f}",
-                                    img_s=f"{seen / (time.time() - t0):.0f}")
-                if check and _stop_requested(stop, runtime):
-                    raise _Interrupted(epoch, i + 1)
-            start_batch = 0
-            seconds = time.time() - t0
-            train_loss, train_correct, train_seen = _all_reduce(
-                [loss_sum.item(), correct.item(), float(seen)], runtime)
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(f"the training loss of epoch {epoch + 1} is {train_loss}; "
-                                       f"{out / 'last.pt'} still holds the last good state")
-            _average_buffers(model, runtime)
-            test = evaluate(model, test_loader, runtime, amp, channels_last)
-            metrics = {"epoch": epoch + 1, "lr": lr,
-                       "train_loss": train_loss / max(train_seen, 1),
-                       "train_acc": 100.0 * train_correct / max(train_seen, 1),
-                       "test_loss": test["loss"], "test_acc": test["acc"],
-                       "seconds": seconds, "images_per_s": train_seen / max(seconds, 1e-9)}
-            history.append(metrics)
-            improved = metrics["test_acc"] > best_acc
-            best_acc = max(best_acc, metrics["test_acc"])
-            if runtime.is_main:
-                save_checkpoint(state(epoch + 1, 0), out / "last.pt")
-                _write_metrics(history, out / "metrics.jsonl")
-                if improved:
-                    save_checkpoint(state(epoch + 1, 0), out / "best.pt")
-                if writer is not None:
-                    for key, value in metrics.items():
-                        if key != "epoch":
-                            writer.add_scalar(key, value, epoch + 1)
-                log(f"epoch {epoch + 1:>3}/{config.epochs}  lr {lr:.4f}  "
-                    f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.2f}  "
-                    f"test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.2f}  "
-                    f"{seconds:.1f}s {metrics['images_per_s']:.0f} img/s")
-    except _Interrupted as stopped:
-        epoch, batch = stopped.args
-        if runtime.is_main:
-            save_checkpoint(state(epoch, batch), out / "last.pt")
-            log(f"interrupted in epoch {epoch + 1} after batch {batch}: saved {out / 'last.pt'}; "
-                f"continue with: mgiad train --resume {out}")
-        raise KeyboardInterrupt from None
+        yield stop
     finally:
-        for sig, handler in previous_handlers.items():
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if writer is not None:
-            writer.close()
-
-    summary = {"model": config.model, "dataset": info.name, "weights": weights,
-               "multiply_adds": flops.macs, "flops": flops.flops, "epochs": config.epochs,
-               "best_test_acc": best_acc, "final_test_acc": history[-1]["test_acc"],
-               "final_train_acc": history[-1]["train_acc"],
-               "final_test_loss": history[-1]["test_loss"],
-               "wall_seconds": sum(h["seconds"] for h in history),
-               "images_per_s": sum(h["images_per_s"] for h in history) / len(history),
-               "machine": platform.machine(), "device": runtime.device.type,
-               "run_dir": str(out)}
-    if runtime.is_main:
-        write_json_atomic(summary, out / "summary.json")
-        log(f"done: best test acc {best_acc:.2f}%, final {summary['final_test_acc']:.2f}% "
-            f"({summary['wall_seconds']:.0f}s) -> {out}")
-    return (summary, model) if return_model else summary
 
 
 def _average_buffers(model: nn.Module, runtime: Runtime) -> None:

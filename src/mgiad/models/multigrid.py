@@ -55,6 +55,12 @@ class ImageClassifier(nn.Module):
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.head = Classifier(self.head.fc.in_features, num_classes)
 
+    def save_pretrained(self, directory):
+        """Write ``config.json`` + ``model.safetensors`` to ``directory`` (see :mod:`mgiad.hub`);
+        ``mgiad.from_pretrained(directory)`` rebuilds the model."""
+        from ..hub import save_pretrained
+        return save_pretrained(self, directory)
+
 
 class ResolutionMultigrid(ImageClassifier):
     """Stem, one smoother per resolution level, FAS transfers between levels, classifier.

@@ -1,0 +1,195 @@
+"""Share models without pickle: ``save_pretrained`` / ``from_pretrained`` (JSON + safetensors).
+
+A saved model is a directory::
+
+    out/config.json           the create_model arguments, i.e. ``model.config``:
+                              {"model": "mgiad", "num_classes": 10, "width_mult": 3, ...}
+    out/model.safetensors     the state dict (tensors only; nothing is executed on load)
+    out/preprocessing.json    only when known (models loaded from a training checkpoint):
+                              dataset, image_size, in_chans, mean, std of the training inputs
+
+``from_pretrained`` also reads what ``mgiad train`` writes: a run directory (its ``best.pt``, else
+``last.pt``) or a ``best.pt`` / ``last.pt`` file; those are loaded with ``weights_only=True``.
+
+safetensors is an optional dependency (``pip install safetensors``, or the ``hub`` extra); only
+the safetensors format needs it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import (CheckpointError, atomic_write, load_checkpoint, load_model_state,
+                         model_from_checkpoint, write_json_atomic)
+
+__all__ = ["save_pretrained", "from_pretrained", "load_weights", "read_preprocessing",
+           "MissingDependencyError", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSING_NAME"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PREPROCESSING_NAME = "preprocessing.json"
+CHECKPOINT_NAMES = ("best.pt", "last.pt")
+# what a training checkpoint's config records about its inputs (train.py's run_config)
+PREPROCESSING_KEYS = ("dataset", "image_size", "in_chans", "mean", "std", "class_names")
+
+
+class MissingDependencyError(ImportError, ValueError):
+    """An optional package is needed for this operation; the message names the pip command.
+
+    Also a ``ValueError`` so that the command line reports it in one line, without a traceback.
+    """
+
+
+def _safetensors_torch():
+    try:
+        import safetensors.torch as st
+    except Exception as exc:  # not installed, or broken: either way, say what to do
+        raise MissingDependencyError(
+            f"saving and loading models in the safetensors format needs the safetensors package "
+            f"({type(exc).__name__}: {exc}); install it with `pip install safetensors` "
+            "(or `pip install mgiad[hub]`)") from None
+    return st
+
+
+# -------------------------------------------------------------------------------------- save
+def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` (``model.config``) and ``model.safetensors`` to ``directory``.
+
+    The model must come from :func:`mgiad.create_model` (which records ``model.config``). Files
+    are written atomically; an existing save in ``directory`` is replaced. Returns the directory.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or "model" not in config:
+        raise ValueError("save_pretrained needs the model's create_model arguments (model.config); "
+                         "build the model with mgiad.create_model(name, ...)")
+    if getattr(model, "bn_fused", False):
+        raise ValueError("this model has its BatchNorms folded (mgiad.export.fuse_bn) and no longer "
+                         "matches its config; save the model it was fused from")
+    config = json.loads(json.dumps(config))  # plain JSON data, or a TypeError naming the value
+    st = _safetensors_torch()
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} exists and is not a directory")
+    if any((directory / name).exists() for name in CHECKPOINT_NAMES):
+        raise ValueError(f"{directory} is a training run directory (its config.json would be "
+                         "replaced); save to another directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses tensors that share memory: give each its own contiguous CPU copy
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    from . import __version__
+    data = st.save(tensors, metadata={"format": "pt", "model": str(config["model"]),
+                                      "mgiad_version": __version__})
+    atomic_write(directory / WEIGHTS_NAME, lambda fh: fh.write(data))
+    write_json_atomic(config, directory / CONFIG_NAME)
+    preprocessing = getattr(model, "preprocessing", None)
+    if preprocessing:
+        write_json_atomic(dict(preprocessing), directory / PREPROCESSING_NAME)
+    else:  # a stale file from an earlier save would describe another model
+        (directory / PREPROCESSING_NAME).unlink(missing_ok=True)
+    return directory
+
+
+# -------------------------------------------------------------------------------------- load
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _resolve(path: str | os.PathLike) -> tuple[str, Path]:
+    """``("pretrained", directory)`` or ``("checkpoint", file)`` for anything we can load."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
+            return "pretrained", path
+        for name in CHECKPOINT_NAMES:
+            if (path / name).is_file():
+                return "checkpoint", path / name
+        if (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path} has {CONFIG_NAME} but neither {WEIGHTS_NAME} nor "
+                                    f"{' / '.join(CHECKPOINT_NAMES)}")
+        raise FileNotFoundError(f"{path} holds no saved model: expected {CONFIG_NAME} + "
+                                f"{WEIGHTS_NAME} (save_pretrained) or best.pt / last.pt (mgiad train)")
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            if not (path.parent / CONFIG_NAME).is_file():
+                raise FileNotFoundError(f"{path.parent / CONFIG_NAME} is missing: it holds the "
+                                        f"architecture of {path.name}")
+            return "pretrained", path
+        return "checkpoint", path
+    raise FileNotFoundError(f"{path} does not exist")
+
+
+def _read_safetensors(path: Path, map_location) -> dict[str, torch.Tensor]:
+    st = _safetensors_torch()
+    try:
+        return st.load_file(str(path), device=str(map_location))
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+
+
+def _checkpoint_preprocessing(config: dict) -> dict[str, Any]:
+    return {k: config[k] for k in PREPROCESSING_KEYS if config.get(k) is not None}
+
+
+def read_preprocessing(path: str | os.PathLike) -> dict[str, Any]:
+    """What is recorded about the inputs of the model saved at ``path`` (may be empty)."""
+    kind, where = _resolve(path)
+    if kind == "checkpoint":
+        return _checkpoint_preprocessing(load_checkpoint(where)["config"])
+    folder = where if where.is_dir() else where.parent
+    file = folder / PREPROCESSING_NAME
+    return dict(_read_json(file)) if file.is_file() else {}
+
+
+def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved by :func:`save_pretrained` or trained by ``mgiad train``.
+
+    ``path``: a ``save_pretrained`` directory (or its ``model.safetensors``), a run directory
+    (``best.pt`` preferred over ``last.pt``), or a ``best.pt`` / ``last.pt`` file. The model is
+    returned in eval mode, with ``model.config`` (its create_model arguments) and, where known,
+    ``model.preprocessing`` (dataset, image_size, in_chans, mean, std of its training inputs).
+    """
+    from .registry import create_model
+    kind, where = _resolve(path)
+    if kind == "checkpoint":
+        model, state = model_from_checkpoint(where, map_location)
+        model.preprocessing = _checkpoint_preprocessing(state["config"])
+        return model.to(map_location).eval()
+    folder = where if where.is_dir() else where.parent
+    config = _read_json(folder / CONFIG_NAME)
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        raise CheckpointError(f"{folder / CONFIG_NAME} does not name a model (no \"model\" entry); "
+                              "it was not written by save_pretrained")
+    args = {k: v for k, v in config.items() if k != "model"}
+    model = create_model(config["model"], **args)
+    state = _read_safetensors(folder / WEIGHTS_NAME, map_location)
+    load_model_state(model, state, f"weights file {folder / WEIGHTS_NAME}")
+    preprocessing = folder / PREPROCESSING_NAME
+    model.preprocessing = dict(_read_json(preprocessing)) if preprocessing.is_file() else {}
+    return model.to(map_location).eval()
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike,
+                 map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load the weights saved at ``path`` (as for :func:`from_pretrained`) into ``model``.
+
+    Raises :class:`~mgiad.checkpoint.CheckpointError` naming the tensors that disagree when
+    ``model`` has another architecture or configuration than the saved one.
+    """
+    kind, where = _resolve(path)
+    if kind == "checkpoint":
+        state, source = load_checkpoint(where, map_location)["model"], f"checkpoint {where}"
+    else:
+        folder = where if where.is_dir() else where.parent
+        state = _read_safetensors(folder / WEIGHTS_NAME, map_location)
+        source = f"weights file {folder / WEIGHTS_NAME}"
+    load_model_state(model, state, source)
+    return model

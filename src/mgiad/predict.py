@@ -1,0 +1,184 @@
+"""Classify image files with a trained model, preprocessed as its training inputs were.
+
+The preprocessing comes from the checkpoint's config (``mgiad train`` records dataset, image_size,
+in_chans, mean and std): the image is converted to grayscale (``L``) or ``RGB`` for the model's
+``in_chans``, brought to the training input size with Pillow, scaled to [0, 1] and normalised with
+the recorded mean and std. The geometry follows the dataset's test pipeline:
+
+* ``fashion-mnist``: resized to 28x28 and zero-padded to 32x32 (the dataset's padding);
+* ``imagenet``: short side resized to ``image_size / 0.875`` (256), central ``image_size`` crop;
+* otherwise (digits, CIFAR, Tiny ImageNet, unknown): resized to ``image_size x image_size``.
+
+Resizing is bilinear (Pillow antialiases when shrinking). Files that cannot be read are reported
+one by one (:class:`ImageReadError`), the others are still classified.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .hub import MissingDependencyError
+
+__all__ = ["CLASS_NAMES", "IMAGE_SUFFIXES", "Preprocessing", "ImageReadError", "class_names",
+           "find_images", "load_image", "predict_files"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+CLASS_NAMES: dict[str, list[str]] = {
+    "digits": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"],
+}
+
+
+class ImageReadError(ValueError):
+    """One input file that cannot be opened or decoded as an image."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images are turned into model inputs; see the module docstring."""
+
+    image_size: int
+    in_chans: int
+    mean: tuple
+    std: tuple
+    dataset: str | None = None
+
+    @classmethod
+    def resolve(cls, recorded: dict[str, Any], in_chans: int,
+                dataset: str | None = None) -> "Preprocessing":
+        """From what a checkpoint records (``model.preprocessing``); ``dataset`` (a name of
+        :data:`mgiad.data.DATASETS`) replaces it by that dataset's input size and normalisation,
+        e.g. for a model saved without a record of its training data."""
+        values = dict(recorded or {})
+        if dataset is not None:
+            from .data import dataset_info
+            info = dataset_info(dataset)
+            values = {"dataset": info.name, "image_size": info.image_size,
+                      "mean": list(info.mean), "std": list(info.std)}
+        missing = [k for k in ("image_size", "mean", "std") if values.get(k) is None]
+        if missing:
+            raise ValueError(f"the model does not record its input preprocessing ({', '.join(missing)} "
+                             "missing); pass --dataset NAME to use that dataset's input size and "
+                             "normalisation")
+        mean, std = tuple(float(v) for v in values["mean"]), tuple(float(v) for v in values["std"])
+        if len(mean) != in_chans or len(std) != in_chans:
+            raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries for a model with "
+                             f"{in_chans} input channels")
+        if in_chans not in (1, 3):
+            raise ValueError(f"images can be fed to models with 1 (grayscale) or 3 (RGB) input "
+                             f"channels, not {in_chans}")
+        return cls(int(values["image_size"]), in_chans, mean, std, values.get("dataset"))
+
+
+def class_names(recorded: dict[str, Any] | None, num_classes: int) -> list[str] | None:
+    """Names of the classes, if the checkpoint records them or its dataset has well-known names."""
+    recorded = recorded or {}
+    names = recorded.get("class_names") or CLASS_NAMES.get(recorded.get("dataset") or "")
+    return list(names) if names and len(names) == num_classes else None
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files named, plus the image files (by suffix, recursively, sorted) in the folders named.
+
+    Files named explicitly are kept whatever their suffix (and even when missing): reading them
+    reports what is wrong. A folder without images is an error.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            images = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
+                            and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                            and f.is_file())
+            if not images:
+                raise ValueError(f"{p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            found += images
+        else:
+            found.append(p)
+    return found
+
+
+def _pil():
+    try:
+        from PIL import Image, ImageOps
+    except Exception as exc:
+        raise MissingDependencyError(f"reading images needs Pillow ({type(exc).__name__}: {exc}); "
+                                     "install it with `pip install Pillow`") from None
+    return Image, ImageOps
+
+
+def load_image(path: str | os.PathLike, pre: Preprocessing) -> torch.Tensor:
+    """``uint8`` tensor ``(in_chans, H, W)`` of the image at ``path`` at the model's input size."""
+    Image, ImageOps = _pil()
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)  # phone photos: apply the recorded orientation
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                # composite transparent pixels over the background the datasets have (black)
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+                im = Image.alpha_composite(background, im)
+            im = im.convert("L" if pre.in_chans == 1 else "RGB")
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path}: is a directory") from None
+    except Exception as exc:  # not an image, truncated, unsupported format, too large, ...
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ImageReadError(f"{path}: cannot read as an image ({reason})") from None
+    size = pre.image_size
+    if pre.dataset == "fashion-mnist" and size > 4:  # 28x28 content zero-padded by 2, as in training
+        inner = im.resize((size - 4, size - 4), Image.Resampling.BILINEAR)
+        im = Image.new(im.mode, (size, size), 0)
+        im.paste(inner, (2, 2))
+    elif pre.dataset == "imagenet":
+        from .data.folder import resize_center_crop
+        im = resize_center_crop(im, round(size / 0.875), size)
+    elif im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BILINEAR)
+    data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    return data.view(size, size, pre.in_chans).permute(2, 0, 1).contiguous()
+
+
+def predict_files(model: nn.Module, files: Sequence[str | os.PathLike], pre: Preprocessing,
+                  top_k: int = 5, batch_size: int = 64, names: list[str] | None = None,
+                  device: str | torch.device = "cpu") -> Iterator[dict[str, Any]]:
+    """For each file, in order: ``{"path", "predictions": [{"rank", "index", "label",
+    "probability"}, ...]}`` (the ``top_k`` most probable classes) or ``{"path", "error"}``."""
+    from .data.transforms import Normalize
+    normalize = Normalize(pre.mean, pre.std, device)
+    model.eval()
+    k = min(top_k, getattr(model, "num_classes", top_k))
+    files = list(files)
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        images, results = [], []
+        for f in chunk:
+            try:
+                images.append(load_image(f, pre))
+                results.append({"path": str(f)})
+            except ImageReadError as exc:
+                results.append({"path": str(f), "error": str(exc)})
+        if images:
+            x = normalize(torch.stack(images).to(device))
+            with torch.no_grad():
+                probs = torch.softmax(model(x).float(), dim=1)
+            top_p, top_i = probs.topk(k, dim=1)
+            rows = iter(zip(top_p.tolist(), top_i.tolist()))
+            for r in results:
+                if "error" in r:
+                    continue
+                p_row, i_row = next(rows)
+                r["predictions"] = [{"rank": j + 1, "index": i,
+                                     "label": names[i] if names else str(i), "probability": p}
+                                    for j, (p, i) in enumerate(zip(p_row, i_row))]
+        yield from results
