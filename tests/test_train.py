@@ -94,7 +94,7 @@ def test_resume_after_interrupt_gives_the_same_weights(reference_run, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(run), log=quiet)
     saved = load_checkpoint(run / "last.pt")
-    assert saved["epoch"] == 1 and saved["batch"] > 0  # mid-epoch state, nothing lost
+    assert saved["batch"] > 0 and saved["partial"]["seen"] > 0  # mid-epoch state, nothing lost
     monkeypatch.setattr(train_mod, "_stop_requested", real)
     summary = train(TrainConfig(), resume=run, log=quiet)
     assert summary["epochs"] == 3
@@ -109,7 +109,7 @@ def test_ctrl_c_saves_and_resume_finishes(reference_run, tmp_path):
            "--batch-size", "32", "--lr", "0.05", "--widths", "8", "16", "--coarse-channels", "4",
            "--group-size", "2", "--out", str(run), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while not (run / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
@@ -118,7 +118,8 @@ def test_ctrl_c_saves_and_resume_finishes(reference_run, tmp_path):
         pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == 130, stderr
     assert "--resume" in stdout and "Traceback" not in stderr
-    assert load_checkpoint(run / "last.pt")["epoch"] >= 1
+    saved = load_checkpoint(run / "last.pt")
+    assert saved["epoch"] >= 1 or saved["batch"] > 0  # the interrupted epoch's progress was kept
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert_same_weights(final_weights(out), final_weights(run))
 
