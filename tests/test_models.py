@@ -54,6 +54,8 @@ def test_sic_shares_A_and_B_between_pre_and_post_smoothing():
     sic.A.register_forward_hook(lambda *a: calls.__setitem__("A", calls["A"] + 1))
     sic.B.register_forward_hook(lambda *a: calls.__setitem__("B", calls["B"] + 1))
     f = torch.randn(2, 64, 8, 8)
+    for step in [*sic.pre, *sic.post, *sic.coarse.pre, *sic.coarse.post]:
+        step.impl = "reference"  # the fast training path calls B's weight directly (no hooks)
     sic(f, torch.zeros_like(f), torch.zeros_like(f))
     assert calls["B"] == 5  # one B-hat tensor for all 2 + 3 steps
     # A(u) once per step except the first (given), plus the residual before restriction

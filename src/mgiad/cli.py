@@ -328,7 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 from .cli_experiments import add_report, add_reproduce  # noqa: E402
 from .cli_interop import add_export, add_predict  # noqa: E402
-_EXTRA_COMMANDS: list = [_add_train, _add_eval, add_reproduce, add_report, add_export, add_predict]
+
+
+def _add_bench(sub) -> None:
+    from . import bench
+    p = sub.add_parser("bench", help="speed and memory against ResNet18 (train step, folded "
+                       "inference, peak memory)", description=bench.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(p)
+    p.set_defaults(func=lambda args: bench.cmd_bench(args))
+
+
+_EXTRA_COMMANDS: list = [_add_train, _add_eval, add_reproduce, add_report, add_export, add_predict,
+                         _add_bench]
 
 
 def _is_user_error(exc: Exception) -> bool:

@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fast
+
 __all__ = [
     "conv", "BNReLU", "ConvBNReLU", "Stem", "Classifier", "SmoothingStep", "smooth",
-    "FASTransfer", "check_positive_int", "check_divisible", "is_tracing",
+    "FASTransfer", "check_positive_int", "check_divisible", "is_tracing", "IMPLS", "check_impl",
 ]
 
 
@@ -110,6 +112,15 @@ class Classifier(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(u, 1), 1))
 
 
+IMPLS = ("fast", "reference")
+
+
+def check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {list(IMPLS)}, got {impl!r}")
+    return impl
+
+
 class SmoothingStep(nn.Module):
     """One smoothing iteration, eq. (5) / algorithm 1 line 4 / algorithm 2 lines 2 and 9:
 
@@ -117,14 +128,19 @@ class SmoothingStep(nn.Module):
 
     The step owns only its two BatchNorms; ``A(u)`` and ``B`` are passed in because they are
     shared between steps (MgNet^{A,B}) and between pre- and post-smoothing (SiC).
+    ``impl="fast"`` trains through :mod:`mgiad.fast` (same values, half the stored activations);
+    ``impl="reference"`` is the line below, always.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, impl: str = "fast"):
         super().__init__()
         self.norm_residual = BNReLU(channels)
         self.norm_correction = BNReLU(channels)
+        self.impl = check_impl(impl)
 
     def forward(self, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
+        if self.impl == "fast" and not is_tracing() and fast.applies(self, B, u):
+            return fast.smoothing_step(self, u, f, A_u, B)
         return u + self.norm_correction(B(self.norm_residual(f - A_u)))
 
 

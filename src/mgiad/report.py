@@ -168,8 +168,9 @@ class Group:
             return f"paper ({self.recipe['epochs']} ep)"
         parts = [f"{self.epochs} of {self.recipe['epochs']} ep"] if \
             self.epochs != self.recipe["epochs"] else []
-        names = {"batch_size": "batch", "lr": "lr", "schedule": "", "step_size": "step"}
-        parts += [f"{names[k]} {v}".strip() for k, v in self.overrides.items() if k != "epochs"]
+        names = {"batch_size": "batch {}", "lr": "lr {}", "schedule": "{}",
+                 "step_size": "lr step every {} ep"}
+        parts += [names[k].format(v) for k, v in self.overrides.items() if k in names]
         return ", ".join(parts) or self.budget
 
     def values(self, key: str) -> list[float]:
@@ -341,6 +342,9 @@ def markdown_table(title: str, rows: list[dict[str, Any]], columns: tuple[str, .
     header = (["model"] + config_cols + ["budget", "seeds", "weights (k)", "paper (k)", "Δ weights",
                                          "GFLOPs", "paper GFLOPs", "test acc (%) (± std)", "paper",
                                          "Δ (pp)", "train acc (%)", "paper", "Δ (pp)", "img/s"])
+    keep = [i for i, name in enumerate(header)  # no paper GFLOPs column where the paper has none
+            if name != "paper GFLOPs" or any(r["paper_gflops"] is not None for r in rows)]
+    header = [header[i] for i in keep]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |",
              "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     notes: list[str] = []
@@ -358,7 +362,7 @@ def markdown_table(title: str, rows: list[dict[str, Any]], columns: tuple[str, .
             _acc(r["paper_test_acc"], r["paper_test_acc_std"]), _f(r["test_acc_diff"], "+.2f"),
             _f(r["train_acc"]), _f(r["paper_train_acc"]), _f(r["train_acc_diff"], "+.2f"),
             _f(r["images_per_s"], ",.0f")]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells[i] for i in keep) + " |")
     lines.append("")
     reduced = sorted({r["budget"] for r in rows if r["reduced_budget"]})
     if reduced:

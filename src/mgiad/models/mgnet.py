@@ -39,12 +39,13 @@ class MgNet(ResolutionMultigrid):
         width_mult: ``lambda``, multiplies every width.
         group_size: channels per group of ``A`` and ``B`` (the grouped MgNet of the paper's fig. 7);
             ``None`` means fully coupled.
+        impl: ``"fast"`` (default) or ``"reference"``: how smoothing steps train (same results).
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
                  widths: Sequence[int] = (64, 128, 256, 256),
                  smoothing_steps: int | Sequence[int] = 2, share: str = "AB",
-                 width_mult: float = 1, group_size: int | None = None):
+                 width_mult: float = 1, group_size: int | None = None, impl: str = "fast"):
         channels = scale_widths(widths, width_mult)
         if share not in ("AB", "A"):
             raise ValueError(f"share must be 'AB' or 'A', got {share!r}")
@@ -60,4 +61,4 @@ class MgNet(ResolutionMultigrid):
                 check_divisible("group_size", c, group_size, "a resolution level")
                 groups = c // group_size
             smoothers.append(MgNetSmoother(c, nu, share_B=share == "AB", groups=groups))
-        super().__init__(num_classes, in_chans, stem, channels, smoothers)
+        super().__init__(num_classes, in_chans, stem, channels, smoothers, impl)

@@ -11,7 +11,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..layers import Classifier, FASTransfer, Stem, check_positive_int
+from ..layers import (Classifier, FASTransfer, SmoothingStep, Stem, check_impl,
+                      check_positive_int, is_tracing)
 
 
 def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
@@ -66,12 +67,15 @@ class ResolutionMultigrid(ImageClassifier):
     """Stem, one smoother per resolution level, FAS transfers between levels, classifier.
 
     Each smoother is a module with a convolution ``A`` (the level's ``A_l``) and a forward
-    ``smoother(f, u, A_u) -> u`` where ``A_u = A(u)`` for the given ``u``.
+    ``smoother(f, u, A_u) -> u`` where ``A_u = A(u)`` for the given ``u``. ``impl`` picks the
+    smoothing steps' implementation (:class:`~mgiad.layers.SmoothingStep`); parameters, buffers
+    and results are the same for both.
     """
 
     def __init__(self, num_classes: int, in_chans: int, stem: str, channels: Sequence[int],
-                 smoothers: Sequence[nn.Module]):
+                 smoothers: Sequence[nn.Module], impl: str = "fast"):
         super().__init__(num_classes, in_chans)
+        self.impl = check_impl(impl)
         self.channels = list(channels)
         self.stem = Stem(in_chans, channels[0], stem)
         self.smoothers = nn.ModuleList(smoothers)
@@ -81,8 +85,22 @@ class ResolutionMultigrid(ImageClassifier):
             for c, c_next in zip(channels[:-1], channels[1:]))
         self.head = Classifier(channels[-1], num_classes)
         init_weights(self)
+        self.set_impl(impl)
+
+    def set_impl(self, impl: str) -> "ResolutionMultigrid":
+        """Switch every smoothing step to ``"fast"`` or ``"reference"`` (in place)."""
+        self.impl = check_impl(impl)
+        for m in self.modules():
+            if isinstance(m, SmoothingStep):
+                m.impl = impl
+        if isinstance(getattr(self, "config", None), dict):
+            self.config["impl"] = impl
+        return self
 
     def forward_features(self, x: Tensor) -> Tensor:
+        if self.impl == "fast" and not is_tracing() and x.device.type == "cpu" and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's grouped and strided
+            # depthwise convolutions run much faster in NHWC (docs/performance.md)
         f = self.stem(x)
         u = torch.zeros_like(f)  # algorithm 1/3 line 1: u_1 = 0, so A_1(u_1) = 0 without a conv
         A_u = u

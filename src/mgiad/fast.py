@@ -1,0 +1,119 @@
+"""The fast path of the smoothing step (eq. 5), for training: same mathematics, less memory.
+
+    u' = u + relu(bn2(B(relu(bn1(f - A_u)))))
+
+Autograd on the readable version (:class:`mgiad.layers.SmoothingStep`) keeps four activations per
+step alive until backward: ``r = f - A_u`` (input of ``bn1``), ``a = relu(bn1(r))`` (input of
+``B``), ``z = B(a)`` (input of ``bn2``) and ``relu(bn2(z))``. This autograd function keeps only
+``r`` and ``z`` (plus the per-channel batch statistics) and recomputes ``a`` and the ReLU masks in
+backward from them: two element-wise passes instead of two stored feature maps. MGiaD and MgNet
+run many smoothing steps on wide feature maps, so this roughly halves their activation memory.
+
+BatchNorm follows ``nn.BatchNorm2d`` exactly in training mode (batch statistics, running-stat
+update with ``momentum`` or the cumulative average, ``num_batches_tracked``). Outside training
+with gradients, the readable path runs (it is as cheap there, and it is what exporters trace).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["applies", "smoothing_step", "SmoothingStepFunction"]
+
+
+def _bn_factor(bn: nn.BatchNorm2d) -> float:
+    """The running-average factor ``nn.BatchNorm2d.forward`` uses in training (and its counter)."""
+    if not bn.track_running_stats:
+        return 0.0
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative moving average
+            return 1.0 / float(bn.num_batches_tracked)
+    return bn.momentum
+
+
+class SmoothingStepFunction(torch.autograd.Function):
+    """``u + relu(bn2(B(relu(bn1(f - A_u)))))`` with training-mode BatchNorms; see the module
+    docstring for what is stored."""
+
+    @staticmethod
+    def forward(ctx, u, f, A_u, weight_B, gamma1, beta1, gamma2, beta2, running1, running2,
+                factors, eps, conv_args):
+        (mean1, var1), (mean2, var2), (eps1, eps2) = running1, running2, eps
+        stride, padding, dilation, groups = conv_args
+        r = f - A_u                                                    # residual f - A(u)
+        n1, m1, s1 = torch.native_batch_norm(r, gamma1, beta1, mean1, var1, True, factors[0], eps1)
+        a = n1.relu_()
+        z = F.conv2d(a, weight_B, None, stride, padding, dilation, groups)  # B(...)
+        n2, m2, s2 = torch.native_batch_norm(z, gamma2, beta2, mean2, var2, True, factors[1], eps2)
+        out = torch.add(u, n2.relu_())
+        ctx.save_for_backward(r, z, weight_B, gamma1, beta1, gamma2, beta2, m1, s1, m2, s2)
+        ctx.eps, ctx.conv_args = eps, conv_args
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        r, z, weight_B, gamma1, beta1, gamma2, beta2, m1, s1, m2, s2 = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv_args
+        eps1, eps2 = ctx.eps
+        need = ctx.needs_input_grad
+        grad_out = grad_out.contiguous(memory_format=_memory_format(r))  # one layout throughout
+        batch_norm_backward = torch.ops.aten.native_batch_norm_backward
+        # relu(bn2(z)): the mask is recomputed from z and the batch statistics
+        g_n2 = torch.ops.aten.threshold_backward(grad_out, _affine_bn(z, m2, s2, gamma2, beta2), 0)
+        g_z, g_gamma2, g_beta2 = batch_norm_backward(
+            g_n2, z, gamma2, None, None, m2, s2, True, eps2, [True, need[6], need[7]])
+        del g_n2
+        a = _affine_bn(r, m1, s1, gamma1, beta1).relu_()              # recomputed input of B
+        g_a, g_B, _ = torch.ops.aten.convolution_backward(
+            g_z, a, weight_B, None, stride, padding, dilation, False, [0, 0], groups,
+            [True, need[3], False])
+        del g_z
+        g_n1 = torch.ops.aten.threshold_backward(g_a, a, 0)
+        del a, g_a
+        g_r, g_gamma1, g_beta1 = batch_norm_backward(
+            g_n1, r, gamma1, None, None, m1, s1, True, eps1, [True, need[4], need[5]])
+        return (grad_out if need[0] else None, g_r if need[1] else None,
+                g_r.neg() if need[2] else None, g_B, g_gamma1, g_beta1, g_gamma2, g_beta2,
+                None, None, None, None, None)
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """channels_last where ``x`` is NHWC; mixing formats makes element-wise ops strided and slow."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _affine_bn(x: Tensor, mean: Tensor, invstd: Tensor, gamma: Tensor | None,
+               beta: Tensor | None) -> Tensor:
+    """``(x - mean) * invstd * gamma + beta`` per channel (BatchNorm with given statistics)."""
+    scale = invstd if gamma is None else invstd * gamma
+    shift = -mean * scale if beta is None else beta - mean * scale
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return torch.addcmul(shift.view(shape), x, scale.view(shape))
+
+
+def applies(step: nn.Module, B: nn.Module, x: Tensor) -> bool:
+    """Whether the fast path computes exactly what ``step`` would: training with gradients, no
+    autocast, affine BatchNorms, a bias-free zero-padded ``B``, not under a tracer/compiler."""
+    bn1, bn2 = step.norm_residual[0], step.norm_correction[0]
+    return (step.training and torch.is_grad_enabled()
+            and type(B) is nn.Conv2d and B.bias is None and B.padding_mode == "zeros"
+            and type(bn1) is nn.BatchNorm2d and type(bn2) is nn.BatchNorm2d
+            and bn1.affine and bn2.affine
+            and not torch.is_autocast_enabled(x.device.type)
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting())
+
+
+def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Conv2d) -> Tensor:
+    """Run :class:`~mgiad.layers.SmoothingStep` ``step`` through :class:`SmoothingStepFunction`
+    (call only where :func:`applies`)."""
+    bn1, bn2 = step.norm_residual[0], step.norm_correction[0]
+    factors = (_bn_factor(bn1), _bn_factor(bn2))
+    return SmoothingStepFunction.apply(
+        u, f, A_u, B.weight, bn1.weight, bn1.bias, bn2.weight, bn2.bias,
+        (bn1.running_mean, bn1.running_var), (bn2.running_mean, bn2.running_var), factors,
+        (bn1.eps, bn2.eps), (B.stride, B.padding, B.dilation, B.groups))
