@@ -350,12 +350,18 @@ def _is_user_error(exc: Exception) -> bool:
         train is not None and isinstance(exc, train.TrainingDiverged))
 
 
+_HEAVY_COMMANDS = {"train", "eval", "reproduce", "bench", "predict"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.command in _HEAVY_COMMANDS:
+        from .fast import tune_malloc
+        tune_malloc()  # reuse freed feature maps instead of page-faulting them in every step
     try:
         return args.func(args) or 0
     except Exception as exc:
