@@ -116,10 +116,11 @@ def test_ctrl_c_saves_and_resume_finishes(reference_run, tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the run finished before the signal arrived")
-    assert proc.returncode == 130, stderr
-    assert "--resume" in stdout and "Traceback" not in stderr
+    output = f"--- stdout:\n{stdout}\n--- stderr:\n{stderr}"  # for a failure's diagnosis
+    assert proc.returncode == 130, output
+    assert "--resume" in stdout and "Traceback" not in stderr, output
     saved = load_checkpoint(run / "last.pt")
-    assert saved["epoch"] >= 1 or saved["batch"] > 0  # the interrupted epoch's progress was kept
+    assert saved["epoch"] >= 1 or saved["batch"] > 0, output  # the interrupted epoch's progress
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert_same_weights(final_weights(out), final_weights(run))
 
