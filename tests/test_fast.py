@@ -200,6 +200,7 @@ def test_bench_command_writes_ratios_against_the_first_model(tmp_path, capsys):
     assert other["weights"] == mgiad.count_parameters(mgiad.create_model(
         "mgiad", widths=[8, 16], coarse_channels=4, group_size=2))
     assert report["settings"]["batch_size"] == 4 and report["machine"]["torch"] == torch.__version__
+    assert report["settings"]["malloc_tuned"] == fast.malloc_tuned()
     assert "x base" in capsys.readouterr().out
 
 

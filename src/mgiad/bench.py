@@ -34,6 +34,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .fast import malloc_tuned, tune_malloc
+
 __all__ = ["ModelSpec", "parse_spec", "DEFAULT_MODELS", "BenchResult", "run_bench", "main"]
 
 
@@ -316,6 +318,7 @@ def run_bench(specs: list[ModelSpec], args: argparse.Namespace, log=print) -> di
                 "num_classes": args.num_classes, "device": str(device), "dtype": args.dtype,
                 "channels_last": args.channels_last, "warmup": args.warmup,
                 "repeats": args.repeats, "threads": torch.get_num_threads(),
+                "malloc_tuned": malloc_tuned(),
                 "memory_method": ("torch.cuda.max_memory_allocated" if device.type == "cuda"
                                   else cpu_memory_method())},
             "baseline": base.label, "models": [asdict(r) for r in results]}
@@ -384,6 +387,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")
     if args.threads:
         torch.set_num_threads(args.threads)
+    tune_malloc()  # as `mgiad train` does (a no-op when the CLI already did it)
     specs = [parse_spec(s) for s in (args.model or DEFAULT_MODELS)]
     report = run_bench(specs, args, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(report))

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["applies", "smoothing_step", "SmoothingStepFunction", "tune_malloc"]
+__all__ = ["applies", "smoothing_step", "SmoothingStepFunction", "tune_malloc",
+           "malloc_tuned"]
 
 
 def _bn_factor(bn: nn.BatchNorm2d) -> float:
@@ -149,3 +150,8 @@ def tune_malloc() -> bool:
             except (OSError, AttributeError):  # not glibc
                 _malloc_tuned = False
     return _malloc_tuned
+
+
+def malloc_tuned() -> bool:
+    """Whether :func:`tune_malloc` has applied in this process."""
+    return bool(_malloc_tuned)
