@@ -12,7 +12,7 @@ What is measured, per model, on the same input (random images, ``batch_size x 3 
 
 Timings interleave the models (A B C A B C ...) after warm-up and report medians, so a change in
 machine load hits every model alike; every figure is also given as a ratio to the first model
-(ResNet18 by default). Timing belongs here, never in the tests.
+(ResNet18 by default). The CPU results and their discussion: docs/performance.md.
 """
 from __future__ import annotations
 
@@ -361,18 +361,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'mgiad:width_mult=3,group_size=4,impl=reference'); the first is the "
                         "baseline of the ratios. Default: resnet18, mgnet, and MGiaD "
                         "(width_mult=3, c_K=64) with group_size 4 and 8")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    p.add_argument("--image-size", type=int, default=32,
+                   help="side of the random square RGB inputs (default 32, CIFAR)")
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda (default: cuda when present)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="autocast dtype (default float32: no autocast)")
     p.add_argument("--channels-last", action="store_true", help="NHWC model and input")
     p.add_argument("--measure", nargs="+", choices=("train", "infer", "memory"),
-                   default=["train", "infer", "memory"])
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=7)
+                   default=["train", "infer", "memory"], help="what to measure (default: all)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--repeats", type=int, default=7,
+                   help="timed rounds; medians are reported (default 7)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
