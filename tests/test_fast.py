@@ -208,3 +208,42 @@ def test_bench_rejects_bad_arguments(capsys):
     assert cli_main(["bench", "--batch-size", "0"]) == 2
     assert "--batch-size must be positive" in capsys.readouterr().err
     assert cli_main(["bench", "--model", "mgiad:group_size"]) == 2
+
+
+# ----------------------------------------------------------------- recompute (checkpointing)
+@pytest.mark.parametrize("config", ["mgiad-small", "mgnet-A", "mgiad-eta-2-3-prolong-norm"])
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_recompute_gives_the_same_gradients_and_updates_statistics_once(config, impl):
+    name, kwargs, size = CONFIGS[config]
+    torch.manual_seed(0)
+    plain = mgiad.create_model(name, num_classes=5, impl=impl, **kwargs)
+    lean = copy.deepcopy(plain)
+    lean.recompute = True
+    for m in (plain, lean):  # one model with the cumulative average, to cover both BN modes
+        for bn in [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)][::2]:
+            bn.momentum = None
+    for seed in range(2):
+        x, y = _batch(plain, size, seed=seed)
+        for model in (plain, lean):
+            F.cross_entropy(model(x), y).backward()
+    for (n, p), q in zip(plain.named_parameters(), lean.parameters()):
+        _close(p.grad, q.grad, f"gradient of {n}")
+    for (n, a), b in zip(plain.named_buffers(), lean.buffers()):
+        _close(a, b, f"buffer {n}")  # a second update in the recomputation would show here
+    assert all(b.num_batches_tracked.item() == 2 for b in lean.modules()
+               if isinstance(b, nn.BatchNorm2d))
+
+
+def test_recompute_stores_far_fewer_activations_and_is_validated():
+    torch.manual_seed(0)
+    kwargs = dict(widths=(32, 64), coarse_channels=8, group_size=4)
+    plain = mgiad.create_model("mgiad", **kwargs)
+    lean = mgiad.create_model("mgiad", recompute=True, **kwargs)
+    lean.load_state_dict(plain.state_dict())
+    x, y = _batch(plain, 32, n=4)
+    assert _saved_bytes(lean, x, y) < 0.5 * _saved_bytes(plain, x, y)
+    lean.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(lean(x), plain(x))
+    with pytest.raises(ValueError, match="recompute must be True or False"):
+        mgiad.create_model("mgnet", recompute="yes")

@@ -26,6 +26,8 @@ MODEL_ARG_HELP = {
     "smoothing_steps": "nu: MgNet smoothing steps per level (one value, or one per level)",
     "share": "MgNet weight sharing: 'AB' (one A and one B per level) or 'A' (new B every step)",
     "blocks": "blocks per resolution level (MGIC: one number)",
+    "recompute": "recompute each resolution level's smoothing in backward instead of storing its "
+                 "activations: less memory, about one more forward pass of time (MgNet, MGiaD)",
     "impl": "'fast' (default: channels-last on CPU, memory-lean smoothing steps) or 'reference' "
             "(the readable code); same results (MgNet, MGiaD)",
 }

@@ -92,12 +92,14 @@ class MGiaD(ResolutionMultigrid):
         pre_smooth, post_smooth: ``eta_pre``, ``eta_post`` smoothing steps per channel level.
         prolong_norm: BatchNorm after ``P-hat`` (the paper's Tiny ImageNet and ImageNet models).
         impl: ``"fast"`` (default) or ``"reference"``: how smoothing steps train (same results).
+        recompute: recompute each level's SiC V-cycle in backward instead of storing it (memory).
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
                  widths: Sequence[int] = (64, 128, 256, 256), width_mult: float = 1,
                  group_size: int = 8, coarse_channels: int = 64, pre_smooth: int = 1,
-                 post_smooth: int = 1, prolong_norm: bool = False, impl: str = "fast"):
+                 post_smooth: int = 1, prolong_norm: bool = False, impl: str = "fast",
+                 recompute: bool = False):
         channels = scale_widths(widths, width_mult)
         check_positive_int("group_size", group_size)
         check_positive_int("coarse_channels", coarse_channels)
@@ -108,4 +110,4 @@ class MGiaD(ResolutionMultigrid):
             raise ValueError("pre_smooth + post_smooth must be at least 1")
         smoothers = [SiC(c, coarse_channels, group_size, pre_smooth, post_smooth, prolong_norm)
                      for c in channels]
-        super().__init__(num_classes, in_chans, stem, channels, smoothers, impl)
+        super().__init__(num_classes, in_chans, stem, channels, smoothers, impl, recompute)

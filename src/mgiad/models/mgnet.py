@@ -40,12 +40,14 @@ class MgNet(ResolutionMultigrid):
         group_size: channels per group of ``A`` and ``B`` (the grouped MgNet of the paper's fig. 7);
             ``None`` means fully coupled.
         impl: ``"fast"`` (default) or ``"reference"``: how smoothing steps train (same results).
+        recompute: recompute each level's smoothing in backward instead of storing it (memory).
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
                  widths: Sequence[int] = (64, 128, 256, 256),
                  smoothing_steps: int | Sequence[int] = 2, share: str = "AB",
-                 width_mult: float = 1, group_size: int | None = None, impl: str = "fast"):
+                 width_mult: float = 1, group_size: int | None = None, impl: str = "fast",
+                 recompute: bool = False):
         channels = scale_widths(widths, width_mult)
         if share not in ("AB", "A"):
             raise ValueError(f"share must be 'AB' or 'A', got {share!r}")
@@ -61,4 +63,4 @@ class MgNet(ResolutionMultigrid):
                 check_divisible("group_size", c, group_size, "a resolution level")
                 groups = c // group_size
             smoothers.append(MgNetSmoother(c, nu, share_B=share == "AB", groups=groups))
-        super().__init__(num_classes, in_chans, stem, channels, smoothers, impl)
+        super().__init__(num_classes, in_chans, stem, channels, smoothers, impl, recompute)

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..fast import recomputed
 from ..layers import (Classifier, FASTransfer, SmoothingStep, Stem, check_impl,
                       check_positive_int, is_tracing)
 
@@ -69,13 +70,17 @@ class ResolutionMultigrid(ImageClassifier):
     Each smoother is a module with a convolution ``A`` (the level's ``A_l``) and a forward
     ``smoother(f, u, A_u) -> u`` where ``A_u = A(u)`` for the given ``u``. ``impl`` picks the
     smoothing steps' implementation (:class:`~mgiad.layers.SmoothingStep`); parameters, buffers
-    and results are the same for both.
+    and results are the same for both. ``recompute`` runs each level's smoother again in backward
+    instead of storing its activations (less memory, about one more forward pass of time).
     """
 
     def __init__(self, num_classes: int, in_chans: int, stem: str, channels: Sequence[int],
-                 smoothers: Sequence[nn.Module], impl: str = "fast"):
+                 smoothers: Sequence[nn.Module], impl: str = "fast", recompute: bool = False):
         super().__init__(num_classes, in_chans)
         self.impl = check_impl(impl)
+        if not isinstance(recompute, bool):
+            raise ValueError(f"recompute must be True or False, got {recompute!r}")
+        self.recompute = recompute
         self.channels = list(channels)
         self.stem = Stem(in_chans, channels[0], stem)
         self.smoothers = nn.ModuleList(smoothers)
@@ -104,8 +109,10 @@ class ResolutionMultigrid(ImageClassifier):
         f = self.stem(x)
         u = torch.zeros_like(f)  # algorithm 1/3 line 1: u_1 = 0, so A_1(u_1) = 0 without a conv
         A_u = u
+        recompute = self.recompute and self.training and torch.is_grad_enabled() and not (
+            is_tracing() or torch.compiler.is_compiling())
         for l, smoother in enumerate(self.smoothers):
-            u = smoother(f, u, A_u)
+            u = recomputed(smoother, f, u, A_u) if recompute else smoother(f, u, A_u)
             if l + 1 < len(self.smoothers):
                 coarse = self.smoothers[l + 1]
                 u, r = self.transfers[l](u, f - smoother.A(u))  # eq. (8), R_l(f_l - A_l u_l)
