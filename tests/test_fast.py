@@ -2,6 +2,9 @@
 same outputs, gradients and BatchNorm buffers; fewer stored activations; the benchmark command."""
 import copy
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -167,7 +170,39 @@ def test_channels_last_inputs_and_models_agree():
 
 def test_tune_malloc_is_idempotent():
     first = fast.tune_malloc()
-    assert isinstance(first, bool) and fast.tune_malloc() is first
+    assert isinstance(first, bool) and fast.tune_malloc() is first and fast.malloc_tuned() is first
+
+
+_MMAP_PROBE = """
+import ctypes, os, torch
+from mgiad import fast
+from mgiad.bench import MallocPeak
+applied = fast.tune_malloc()
+info = MallocPeak()._mallinfo2
+before = info().hblkhd
+x = torch.empty(64 * 2**20 // 4)  # 64 MiB: glibc would mmap this
+print(applied, info().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_tune_malloc_keeps_large_blocks_out_of_mmap():
+    def probe(flag):
+        env = {**os.environ, "MGIAD_TUNE_MALLOC": flag}
+        out = subprocess.run([sys.executable, "-c", _MMAP_PROBE], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+        return out[0] == "True", int(out[1])
+    applied, mmapped = probe("1")
+    assert applied and mmapped == 0  # served from the heap, reusable without page faults
+    applied, mmapped = probe("0")
+    assert not applied and mmapped >= 64 * 2**20
+
+
+def test_fast_path_runs_channels_last_on_cpu():
+    reference, fast_model = _pair("mgiad", CONFIGS["mgiad-small"][1])
+    x, _ = _batch(reference, 16)
+    assert fast_model.forward_features(x).is_contiguous(memory_format=torch.channels_last)
+    assert reference.forward_features(x).is_contiguous()
 
 
 # ------------------------------------------------------------------------------ mgiad bench

@@ -17,6 +17,7 @@ machine load hits every model alike; every figure is also given as a ratio to th
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import ctypes.util
 import json
@@ -120,6 +121,20 @@ def _prepare(model: torch.nn.Module, x: torch.Tensor, channels_last: bool):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     return model, x
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _setup(spec: ModelSpec, batch_size: int, image_size: int, num_classes: int,
+           device: torch.device, channels_last: bool):
+    """The model (seeded) and a random batch ``x``, ``y`` on ``device``."""
+    torch.manual_seed(0)
+    model = spec.build(num_classes).to(device)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    y = torch.randint(0, num_classes, (batch_size,), device=device)
+    model, x = _prepare(model, x, channels_last)
+    return model, x, y
 
 
 def _train_step_fn(model, x, y, dtype) -> Callable[[], None]:
@@ -227,30 +242,28 @@ def measure_memory(spec: ModelSpec, batch_size: int, image_size: int, num_classe
                    device: torch.device, dtype: torch.dtype, channels_last: bool,
                    steps: int = 2) -> float:
     """Peak extra bytes of ``steps`` training steps (see the module docstring for the method)."""
-    torch.manual_seed(0)
-    model = spec.build(num_classes).to(device)
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    y = torch.randint(0, num_classes, (batch_size,), device=device)
-    model, x = _prepare(model, x, channels_last)
+    model, x, y = _setup(spec, batch_size, image_size, num_classes, device, channels_last)
     step = _train_step_fn(model, x, y, dtype)
+
+    def run():
+        for _ in range(steps):
+            step()
+        _sync(device)
     if device.type == "cuda":
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        for _ in range(steps):
-            step()
-        _sync(device)
+        run()
         return float(torch.cuda.max_memory_allocated(device) - before)
     try:
-        with MallocPeak() as probe:
-            for _ in range(steps):
-                step()
-        return float(probe.peak - probe.start)
+        probe = MallocPeak()
     except (AttributeError, OSError):  # not glibc: the process's resident high-water mark
         before = _peak_rss_bytes()
-        for _ in range(steps):
-            step()
+        run()
         return float(_peak_rss_bytes() - before)
+    with probe:
+        run()
+    return float(probe.peak - probe.start)
 
 
 def _memory_in_subprocess(spec: ModelSpec, args: argparse.Namespace) -> float:
@@ -270,22 +283,16 @@ def _memory_in_subprocess(spec: ModelSpec, args: argparse.Namespace) -> float:
 def run_bench(specs: list[ModelSpec], args: argparse.Namespace, log=print) -> dict[str, Any]:
     from .counting import count_flops, count_parameters
     device = torch.device(args.device)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
-             "float16": torch.float16}[args.dtype]
+    dtype = _DTYPES[args.dtype]
     results, train_fns, infer_fns = [], [], []
     for spec in specs:
-        torch.manual_seed(0)
-        model = spec.build(args.num_classes)
-        flops = count_flops(model, args.image_size)
+        model, x, y = _setup(spec, args.batch_size, args.image_size, args.num_classes, device,
+                             args.channels_last)
+        flops = count_flops(copy.deepcopy(model).cpu().float(), args.image_size)
         results.append(BenchResult(spec.label, count_parameters(model), flops.flops / 1e9))
-        model = model.to(device)
-        x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
-        y = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
-        model, x = _prepare(model, x, args.channels_last)
         if "train" in args.measure:
             train_fns.append(_train_step_fn(model, x, y, dtype))
         if "infer" in args.measure:
-            import copy
             infer_fns.append(_infer_fn(copy.deepcopy(model), x, dtype))
     n = args.batch_size
     if train_fns:
@@ -367,7 +374,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+    p.add_argument("--dtype", choices=tuple(_DTYPES), default="float32",
                    help="autocast dtype (default float32: no autocast)")
     p.add_argument("--channels-last", action="store_true", help="NHWC model and input")
     p.add_argument("--measure", nargs="+", choices=("train", "infer", "memory"),
@@ -404,8 +411,7 @@ def _memory_probe(args: argparse.Namespace) -> int:
     spec_data = json.loads(args.memory_probe)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
-             "float16": torch.float16}[args.dtype]
+    dtype = _DTYPES[args.dtype]
     peak = measure_memory(ModelSpec(spec_data["name"], spec_data["kwargs"]), args.batch_size,
                           args.image_size, args.num_classes, torch.device("cpu"), dtype,
                           args.channels_last)

@@ -93,26 +93,24 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _affine_bn(x: Tensor, mean: Tensor, invstd: Tensor, gamma: Tensor | None,
-               beta: Tensor | None) -> Tensor:
+def _affine_bn(x: Tensor, mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
     """``(x - mean) * invstd * gamma + beta`` per channel (BatchNorm with given statistics)."""
-    scale = invstd if gamma is None else invstd * gamma
-    shift = -mean * scale if beta is None else beta - mean * scale
+    scale = invstd * gamma
     shape = (1, -1) + (1,) * (x.dim() - 2)
-    return torch.addcmul(shift.view(shape), x, scale.view(shape))
+    return torch.addcmul((beta - mean * scale).view(shape), x, scale.view(shape))
 
 
 def applies(step: nn.Module, B: nn.Module, x: Tensor) -> bool:
     """Whether the fast path computes exactly what ``step`` would: training with gradients, no
-    autocast, affine BatchNorms, a bias-free zero-padded ``B``, not under a tracer/compiler."""
+    autocast, affine BatchNorms, a bias-free zero-padded ``B``, not under ``torch.compile`` (the
+    caller rules out jit/fx tracing)."""
     bn1, bn2 = step.norm_residual[0], step.norm_correction[0]
     return (step.training and torch.is_grad_enabled()
             and type(B) is nn.Conv2d and B.bias is None and B.padding_mode == "zeros"
             and type(bn1) is nn.BatchNorm2d and type(bn2) is nn.BatchNorm2d
             and bn1.affine and bn2.affine
             and not torch.is_autocast_enabled(x.device.type)
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting())
+            and not torch.compiler.is_compiling())
 
 
 def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Conv2d) -> Tensor:
