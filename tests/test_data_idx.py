@@ -42,6 +42,42 @@ def test_loader_yields_normalised_known_pixels(tmp_path):
     assert torch.equal(torch.cat(ys), torch.from_numpy(written["train"][1]).long()[idx])
 
 
+def _training_pixels(loader):
+    xs, _ = zip(*loader)
+    return torch.round((torch.cat(xs) * loader.info.std[0] + loader.info.mean[0]) * 255)
+
+
+@pytest.mark.parametrize("augment", [None, False])
+def test_fashion_mnist_trains_on_plain_images_by_default(tmp_path, augment):
+    """The paper's recipe: no augmentation for Fashion-MNIST (None = the dataset's default)."""
+    written = write_fashion_mnist(tmp_path, n_train=40, n_test=4)
+    train, _ = build_loaders("fashion-mnist", tmp_path, batch_size=8, augment=augment)
+    assert train.augment is None
+    pixels = _training_pixels(train)
+    expected = torch.from_numpy(written["train"][0]).float()[train.indices()[:len(pixels)]]
+    assert torch.equal(pixels[:, 0, 2:30, 2:30], expected)
+
+
+def test_fashion_mnist_augments_when_asked(tmp_path):
+    written = write_fashion_mnist(tmp_path, n_train=40, n_test=4)
+    train, _ = build_loaders("fashion-mnist", tmp_path, batch_size=8, augment=True)
+    pixels = _training_pixels(train)
+    expected = torch.from_numpy(written["train"][0]).float()[train.indices()[:len(pixels)]]
+    assert not torch.equal(pixels[:, 0, 2:30, 2:30], expected)  # crops shift images
+
+
+def test_train_cli_augment_flags_override_the_dataset_default():
+    from mgiad.cli import build_parser
+    from mgiad.cli import _train_config
+    from mgiad.train import resolve_config
+    parser = build_parser()
+    for argv, expected in ((["train", "--dataset", "fashion-mnist"], False),
+                           (["train", "--dataset", "fashion-mnist", "--augment"], True),
+                           (["train", "--dataset", "cifar10"], True),
+                           (["train", "--dataset", "cifar10", "--no-augment"], False)):
+        assert resolve_config(_train_config(parser.parse_args(argv))).augment is expected, argv
+
+
 def test_uncompressed_files_are_accepted(tmp_path):
     written = write_fashion_mnist(tmp_path / "g", n_train=3, n_test=2)
     raw = tmp_path / "raw"

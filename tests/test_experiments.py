@@ -146,12 +146,47 @@ def test_cli_exit_status_and_dry_run(tmp_path, monkeypatch, capsys):
     assert "1 failed" in out
 
 
+def test_a_prefix_run_extends_to_the_same_weights_as_a_longer_run(tmp_path):
+    """Step schedule: asking for more epochs continues the finished run, and the result is the
+    run that had been planned that long from the start."""
+    one = ex.Experiment("tiny", "", TINY.entries[:1])
+    short = ex.plan(one, seeds=1, budget=ex.Budget(epochs=1, batch_size=32, schedule="step"))
+    assert short[0].budget.prefix and short[0].budget.tag == "b32-step"
+    assert [r.status for r in ex.run_grid(short, tmp_path / "a", OPTIONS, log=quiet)] == ["trained"]
+    longer = ex.plan(one, seeds=1, budget=ex.Budget(epochs=2, batch_size=32, schedule="step"))
+    assert longer[0].name == short[0].name
+    assert ex.spec_status(longer[0], tmp_path / "a") == "shorter"
+    assert ex.spec_status(short[0], tmp_path / "a") == "done"
+    results = ex.run_grid(longer, tmp_path / "a", OPTIONS, log=quiet)
+    assert [r.status for r in results] == ["resumed"] and results[0].summary["epochs"] == 2
+    run = longer[0].directory(tmp_path / "a")
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["epochs"] == 2
+    assert config["epochs_changed"] == [{"at_epoch": 1, "from": 1, "to": 2, "note": ""}]
+    direct = ex.run_grid(longer, tmp_path / "b", OPTIONS, log=quiet)
+    assert direct[0].status == "trained"
+    extended = load_checkpoint(run / "last.pt")["model"]
+    planned = load_checkpoint(longer[0].directory(tmp_path / "b") / "last.pt")["model"]
+    assert all(torch.equal(extended[k], planned[k]) for k in planned)
+    assert [r.status for r in ex.run_grid(short, tmp_path / "a", OPTIONS, log=quiet)] == ["skipped"]
+
+
+def test_paper_runs_train_in_float32_unless_amp_is_asked_for(tmp_path):
+    spec = ex.plan(ex.get_experiment("table2"), seeds=1, levels=3)[0]
+    assert spec.train_config(tmp_path).amp is False
+    assert spec.train_config(tmp_path, {"amp": True}).amp is True
+    assert spec.train_config(tmp_path, {"amp": None}).amp is False
+
+
 def test_run_names_are_deterministic_and_budget_normalised():
     table2 = ex.get_experiment("table2")
     a = ex.plan(table2, seeds=1, budget=ex.Budget(epochs=5), levels=3)
     b = ex.plan(table2, seeds=1, budget=ex.Budget(epochs=5, schedule="step", lr=0.05), levels=3)
     assert [s.name for s in a] == [s.name for s in b]  # overrides equal to the recipe: same runs
-    assert a[0].name == "fashion-mnist-resnet20-e5-s0"
+    # the step schedule does not depend on the number of epochs: a 5-epoch run is a prefix of
+    # the paper's, and its directory is the paper's run
+    assert a[0].name == "fashion-mnist-resnet20-paper-s0" and a[0].budget.prefix
+    assert a[0].epochs == 5 and ex.plan(table2, seeds=1, levels=3)[0].epochs == 400
     full = ex.plan(table2, seeds=1, budget=ex.Budget(epochs=400))
     assert all(s.budget.tag == "paper" for s in full)
 

@@ -59,7 +59,7 @@ def test_run_directory_holds_everything(reference_run):
     assert config["model_args"]["in_chans"] == 1 and config["train"]["epochs"] == 3
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2, 3]
-    assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
+    assert {"train_loss", "train_running_acc", "test_loss", "test_acc", "lr", "seconds",
             "images_per_s"} <= set(lines[0])
     assert lines[0]["lr"] == pytest.approx(0.05) and lines[1]["lr"] < lines[0]["lr"]
     saved = json.loads((out / "summary.json").read_text())
@@ -69,7 +69,26 @@ def test_run_directory_holds_everything(reference_run):
     assert saved["flops"] > 0 and saved["wall_seconds"] > 0
     best = load_checkpoint(out / "best.pt")
     assert best["history"][-1]["test_acc"] == saved["best_test_acc"]
-    assert lines[-1]["train_acc"] > 30  # it learns (10 classes: chance is 10%)
+    assert lines[-1]["train_running_acc"] > 30  # it learns (10 classes: chance is 10%)
+    assert saved["final_train_running_acc"] == lines[-1]["train_running_acc"]
+
+
+def test_train_acc_is_the_final_model_in_eval_mode_on_the_plain_training_set(reference_run):
+    """The paper's train column: not the running accuracy over augmented batches in train mode."""
+    from mgiad.data import build_loaders
+    from mgiad.train import Runtime, evaluate
+    out, summary = reference_run
+    model = mgiad.create_model("mgiad", in_chans=1, **TINY)
+    model.load_state_dict(final_weights(out))
+    train_loader, _ = build_loaders("digits", batch_size=32)
+    plain = train_loader.evaluation()
+    assert plain.augment is None and len(plain.indices()) == train_loader.dataset_size
+    expected = evaluate(model, plain, Runtime(torch.device("cpu")))
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["train_acc"] == saved["final_train_acc"] == pytest.approx(expected["acc"])
+    assert saved["train_loss"] == pytest.approx(expected["loss"])
+    assert saved["train_acc"] != saved["final_train_running_acc"]
+    assert saved["augment"] is True  # digits: pad-4 crops by default
 
 
 def test_same_seed_same_metrics(reference_run, tmp_path):

@@ -162,26 +162,36 @@ _BUDGET_FIELDS = {"epochs": "e", "batch_size": "b", "lr": "lr", "schedule": "", 
 
 @dataclass(frozen=True)
 class Budget:
-    """Overrides of the paper's recipe (``None``: the paper's value for the dataset)."""
+    """Overrides of the paper's recipe (``None``: the paper's value for the dataset).
+
+    ``prefix``: the learning rate of an epoch does not depend on the number of epochs (step or
+    constant schedule), so a shorter run is a prefix of the longer one: the epochs are then not
+    part of the run's identity, and asking for more epochs later extends the same run.
+    """
 
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
     schedule: str | None = None
     step_size: int | None = None
+    prefix: bool = False
 
     def overrides(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None and k in _BUDGET_FIELDS}
 
     def normalized(self, dataset: str) -> "Budget":
         """Drop overrides equal to the paper's recipe for ``dataset`` (one directory per recipe)."""
         recipe = paper_recipe(dataset)
-        return Budget(**{k: v for k, v in self.overrides().items() if recipe.get(k) != v})
+        kept = {k: v for k, v in self.overrides().items() if recipe.get(k) != v}
+        schedule = kept.get("schedule", recipe["schedule"])
+        return Budget(**kept, prefix=schedule != "cosine")
 
     @property
     def tag(self) -> str:
-        """``paper``, or the overrides, e.g. ``e5-cosine``."""
-        parts = [f"{_BUDGET_FIELDS[k]}{_fmt(v)}" for k, v in self.overrides().items()]
+        """``paper``, or the overrides, e.g. ``e5-cosine`` (no epochs for a ``prefix`` budget)."""
+        parts = [f"{_BUDGET_FIELDS[k]}{_fmt(v)}" for k, v in self.overrides().items()
+                 if not (self.prefix and k == "epochs")]
         return "-".join(parts) if parts else "paper"
 
 
@@ -207,6 +217,11 @@ class RunSpec:
     def directory(self, root: str | Path) -> Path:
         return Path(root) / self.experiment / self.name
 
+    @property
+    def epochs(self) -> int:
+        """The epochs this run trains to (the budget's, else the paper's recipe's)."""
+        return self.budget.epochs or paper_recipe(self.entry.dataset)["epochs"]
+
     def describe(self) -> dict[str, Any]:
         """What ``experiment.json`` records: enough for the report to group and compare."""
         row = self.entry.paper
@@ -221,7 +236,8 @@ class RunSpec:
         from .train import TrainConfig
         config = TrainConfig(model=self.entry.model, model_args=self.entry.model_kwargs(),
                              dataset=self.entry.dataset, seed=self.seed,
-                             out=str(self.directory(root)), **self.budget.overrides())
+                             out=str(self.directory(root)), amp=False,  # the paper: float32
+                             **self.budget.overrides())
         for key, value in (options or {}).items():
             if value is not None:
                 setattr(config, key, value)
@@ -280,6 +296,21 @@ def run_status(directory: Path) -> str:
     return "new"
 
 
+def spec_status(spec: RunSpec, root: str | Path) -> str:
+    """:func:`run_status` of the spec's run, or ``shorter`` for a finished prefix run that has
+    fewer epochs than the spec asks for (running it extends the run)."""
+    directory = spec.directory(root)
+    status = run_status(directory)
+    if status == "done" and spec.budget.prefix:
+        try:
+            epochs = json.loads((directory / "summary.json").read_text()).get("epochs")
+        except (OSError, ValueError):
+            return status
+        if isinstance(epochs, int) and epochs < spec.epochs:
+            return "shorter"
+    return status
+
+
 @dataclass
 class RunResult:
     spec: RunSpec
@@ -306,16 +337,20 @@ def run_one(spec: RunSpec, root: str | Path, options: dict[str, Any] | None = No
     from .train import TrainConfig, train
     directory = spec.directory(root)
     status = run_status(directory)
+    target = spec.epochs
     if status == "done":
         summary = json.loads((directory / "summary.json").read_text())
-        return RunResult(spec, directory, "skipped", summary=summary)
+        if not (spec.budget.prefix and summary.get("epochs", target) < target):
+            return RunResult(spec, directory, "skipped", summary=summary)
+        status = "partial"  # a prefix of the asked-for run: extend it
     directory.mkdir(parents=True, exist_ok=True)
     write_json_atomic(spec.describe(), directory / EXPERIMENT_FILE)
     (directory / "error.log").unlink(missing_ok=True)
     tee = _tee(directory / "train.log", log)
     start = time.time()
     if status == "partial":
-        summary = train(TrainConfig(), resume=directory, log=tee)
+        summary = train(TrainConfig(), resume=directory, log=tee,
+                        epochs=target if spec.budget.prefix else None)
         kind = "resumed"
     else:
         summary = train(spec.train_config(root, options), log=tee)
@@ -331,12 +366,14 @@ def run_grid(specs: list[RunSpec], root: str | Path, options: dict[str, Any] | N
     for i, spec in enumerate(specs, 1):
         directory = spec.directory(root)
         prefix = f"[{i}/{len(specs)}] {spec.experiment}/{spec.name}"
-        status = run_status(directory)
+        status = spec_status(spec, root)
         if status == "done":
             log(f"{prefix}: done, skipped")
         else:
-            log(f"{prefix}: {'resuming' if status == 'partial' else 'starting'} "
-                f"({spec.entry.label}, seed {spec.seed}, budget {spec.budget.tag})")
+            verb = {"partial": "resuming", "shorter": f"extending to {spec.epochs} epochs"}
+            log(f"{prefix}: {verb.get(status, 'starting')} "
+                f"({spec.entry.label}, seed {spec.seed}, budget {spec.budget.tag}, "
+                f"{spec.epochs} epochs)")
         try:
             result = run_one(spec, root, options, log)
         except KeyboardInterrupt:
@@ -418,7 +455,7 @@ def print_plan(specs: list[RunSpec], root: str | Path, out=None) -> None:
     for spec in specs:
         directory = spec.directory(root)
         args = " ".join(f"{k}={_fmt(v)}" for k, v in spec.entry.model_kwargs().items())
-        print(f"{run_status(directory):8} {str(directory):70} {spec.entry.model} {args}", file=out)
+        print(f"{spec_status(spec, root):8} {str(directory):70} {spec.entry.model} {args}", file=out)
         if spec.entry.note:
             print(f"{'':8} note: {spec.entry.note}", file=out)
     budgets = sorted({(s.entry.dataset, s.budget.tag) for s in specs})

@@ -163,7 +163,8 @@ class FASTransfer(nn.Module):
     """FAS transfer to a coarser grid, eq. (8)-(9) and algorithm 2 lines 4-5 (without the
     ``+ A'(u')`` term, which uses the coarse level's ``A`` and is added by the caller):
 
-        u' = relu(bn(Pi(u))),    f' = relu(bn(R(f - A(u))))
+        u' = relu(bn(Pi(u))),    f' = relu(bn(R(f - A(u))))          (norm=True, the paper's text)
+        u' = Pi(u),              f' = R(relu(f - A(u)))              (norm=False, the authors' code)
 
     In resolution (``kernel_size=3, stride=2, groups=c``): learnable depthwise poolings with channel
     multiplier ``c'/c``. In channels (``kernel_size=1, groups=c'``, ``c' = c/2``): two fine channels
@@ -171,10 +172,12 @@ class FASTransfer(nn.Module):
     """
 
     def __init__(self, channels: int, coarse_channels: int, kernel_size: int, stride: int,
-                 groups: int):
+                 groups: int, norm: bool = True):
         super().__init__()
-        self.Pi = ConvBNReLU(channels, coarse_channels, kernel_size, stride, groups)
-        self.R = ConvBNReLU(channels, coarse_channels, kernel_size, stride, groups)
+        make = ConvBNReLU if norm else conv
+        self.norm = norm
+        self.Pi = make(channels, coarse_channels, kernel_size, stride, groups)
+        self.R = make(channels, coarse_channels, kernel_size, stride, groups)
 
     def forward(self, u: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
-        return self.Pi(u), self.R(residual)
+        return self.Pi(u), self.R(residual if self.norm else F.relu(residual))

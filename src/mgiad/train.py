@@ -72,7 +72,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    seed: int = 0
+    augment: bool | None = None    # training-batch augmentation; default: the dataset's (none for
+    seed: int = 0                  # Fashion-MNIST, as the paper; crops and flips for the others)
     device: str = "auto"
     amp: bool | None = None        # bf16 autocast; default: on for CUDA
     channels_last: bool | None = None  # default: on for CUDA
@@ -109,7 +110,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     model_args.update(config.model_args)
     valid = model_arguments(config.model)  # raises for unknown models
     model_args = {k: v for k, v in model_args.items() if k in valid or k in config.model_args}
-    resolved = dataclasses.replace(config, dataset=info.name, model_args=model_args, **values)
+    augment = info.augment if config.augment is None else config.augment
+    resolved = dataclasses.replace(config, dataset=info.name, model_args=model_args,
+                                   augment=augment, **values)
     for name in ("epochs", "batch_size", "step_size"):
         value = getattr(resolved, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -123,6 +126,18 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if resolved.weight_decay < 0 or not 0 <= resolved.momentum < 1:
         raise ValueError("weight_decay must be >= 0 and momentum in [0, 1)")
     return resolved
+
+
+def _check_new_epochs(config: TrainConfig, epochs: int, done: int) -> dict[str, Any]:
+    """Validate a new epoch budget for a resumed run; describe the change for config.json."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < max(done, 1):
+        raise ValueError(f"--epochs {epochs!r}: the run has already trained {done} epochs; give "
+                         f"at least {max(done, 1)}")
+    note = ""
+    if config.schedule == "cosine":  # the cosine curve depends on the total: say so, allow it
+        note = (f"; the cosine schedule now anneals to epoch {epochs}, so from epoch {done + 1} "
+                f"on this run differs from one planned with {epochs} epochs")
+    return {"at_epoch": done, "from": config.epochs, "to": epochs, "note": note}
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -226,13 +241,21 @@ class Trainer:
     ``resume``: a run directory or its ``last.pt``; the configuration is taken from it.
     """
 
-    def __init__(self, config: TrainConfig, resume: str | os.PathLike | None = None, log=print):
-        checkpoint = None
+    def __init__(self, config: TrainConfig, resume: str | os.PathLike | None = None, log=print,
+                 epochs: int | None = None):
+        checkpoint, extended = None, None
         if resume is not None:
             path = Path(resume)
             checkpoint = load_checkpoint(path / "last.pt" if path.is_dir() else path)
-            config = TrainConfig.from_json(checkpoint["config"]["train"])
+            recorded = dict(checkpoint["config"]["train"])
+            recorded.setdefault("augment", True)  # runs from before the field always augmented
+            config = TrainConfig.from_json(recorded)
             config.out = str(path if path.is_dir() else path.parent)
+            if epochs is not None and epochs != config.epochs:
+                extended = _check_new_epochs(config, epochs, checkpoint["epoch"])
+                config.epochs = epochs
+        elif epochs is not None:
+            config = dataclasses.replace(config, epochs=epochs)
         self.config = config = resolve_config(config)
         self.log = log
         self.runtime = runtime = setup_runtime(config.device)
@@ -269,19 +292,30 @@ class Trainer:
         self.net = self._wrap(model)
         self.train_loader, self.test_loader = build_loaders(
             config.dataset, config.data_dir, batch_size=config.batch_size // runtime.world_size,
-            device=runtime.device, download=config.download, seed=config.seed,
-            rank=runtime.rank, world_size=runtime.world_size, workers=config.workers)
+            device=runtime.device, download=config.download, augment=config.augment,
+            seed=config.seed, rank=runtime.rank, world_size=runtime.world_size,
+            workers=config.workers)
         self.run_config = self._describe()
+        if checkpoint is not None:  # keep the record of earlier changes of the epoch budget
+            self.run_config["epochs_changed"] = list(checkpoint["config"].get("epochs_changed", []))
+            if extended is not None:
+                self.run_config["epochs_changed"].append(extended)
         self.writer = None
         if runtime.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            if checkpoint is None:
+            if checkpoint is None or extended is not None:
                 write_json_atomic(self.run_config, self.out / "config.json")
+            if extended is not None:  # the run is unfinished again until its new last epoch
+                (self.out / "summary.json").unlink(missing_ok=True)
+                log(f"run {self.out}: epochs {extended['from']} -> {extended['to']} "
+                    f"(after epoch {extended['at_epoch']}){extended['note']}")
             log(f"run {self.out}: {config.model} ({self.weights:,} weights, "
                 f"{self.flops.gflops:.3f} GFLOPs) on {info.name}, {config.epochs} epochs, batch "
                 f"{config.batch_size}{f' ({runtime.world_size} ranks)' if runtime.distributed else ''}"
                 f", device {runtime.device}"
-                + (f", resuming at epoch {self.epoch + 1}" if checkpoint is not None else ""))
+                + ("" if checkpoint is None else f", resuming at epoch {self.epoch + 1}"
+                   if self.epoch < config.epochs else ", already finished: nothing to train "
+                   "(extend it with --epochs N)"))
             self.writer = _tensorboard(self.out) if config.tensorboard else None
 
     def _run_dir(self, resuming: bool) -> Path:
@@ -344,10 +378,16 @@ class Trainer:
                 if self.writer is not None:
                     self.writer.close()
         last = self.history[-1]
+        # the paper's train accuracy: the final model in eval mode on the un-augmented training set
+        train = evaluate(self.model, self.train_loader.evaluation(), runtime, self.amp,
+                         self.channels_last)
         summary = {"model": config.model, "dataset": self.info.name, "weights": self.weights,
                    "multiply_adds": self.flops.macs, "flops": self.flops.flops,
                    "epochs": config.epochs, "best_test_acc": self.best_acc,
-                   "final_test_acc": last["test_acc"], "final_train_acc": last["train_acc"],
+                   "final_test_acc": last["test_acc"], "train_acc": train["acc"],
+                   "train_loss": train["loss"], "final_train_acc": train["acc"],
+                   "final_train_running_acc": last.get("train_running_acc", last.get("train_acc")),
+                   "augment": config.augment,
                    "final_test_loss": last["test_loss"], "wall_seconds": last["elapsed"],
                    "train_seconds": sum(h["seconds"] for h in self.history),
                    "images_per_s": sum(h["images_per_s"] for h in self.history) / len(self.history),
@@ -355,7 +395,8 @@ class Trainer:
                    "world_size": runtime.world_size, "run_dir": str(out)}
         if runtime.is_main:
             write_json_atomic(summary, out / "summary.json")
-            self.log(f"done: best test acc {self.best_acc:.2f}%, final {last['test_acc']:.2f}% "
+            self.log(f"done: best test acc {self.best_acc:.2f}%, final {last['test_acc']:.2f}%, "
+                     f"train acc {train['acc']:.2f}% (eval mode, training set) "
                      f"({summary['wall_seconds']:.0f}s) -> {out}")
         return summary
 
@@ -421,7 +462,9 @@ class Trainer:
         test = evaluate(self.model, self.test_loader, runtime, self.amp, self.channels_last)
         previous = self.history[-1]["elapsed"] if self.history else 0.0
         metrics = {"epoch": self.epoch + 1, "lr": learning_rate(self.config, self.epoch),
-                   "train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
+                   # running figures over the epoch's (augmented) batches in train mode
+                   "train_loss": loss_sum / max(seen, 1),
+                   "train_running_acc": 100.0 * correct / max(seen, 1),
                    "test_loss": test["loss"], "test_acc": test["acc"], "seconds": p["seconds"],
                    "images_per_s": seen / max(p["seconds"], 1e-9),
                    "elapsed": previous + p["seconds"] + test["seconds"]}
@@ -441,18 +484,20 @@ class Trainer:
                 if key != "epoch":
                     self.writer.add_scalar(key, value, metrics["epoch"])
         self.log(f"epoch {metrics['epoch']:>3}/{self.config.epochs}  lr {metrics['lr']:.4f}  "
-                 f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.2f}  "
+                 f"train loss {metrics['train_loss']:.4f} acc {metrics['train_running_acc']:.2f}  "
                  f"test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.2f}  "
                  f"{metrics['seconds']:.1f}s {metrics['images_per_s']:.0f} img/s")
 
 
 def train(config: TrainConfig, resume: str | os.PathLike | None = None, log=print,
-          return_model: bool = False):
+          return_model: bool = False, epochs: int | None = None):
     """Train ``config`` and return the summary (and the trained model if ``return_model``).
 
     ``resume``: a run directory or ``last.pt`` to continue; the configuration is taken from it.
+    ``epochs``: a new epoch budget for the resumed run (e.g. to extend a finished one; with the
+    step schedule the longer run is the same as one planned that long from the start).
     """
-    trainer = Trainer(config, resume, log)
+    trainer = Trainer(config, resume, log, epochs=epochs)
     summary = trainer.fit()
     return (summary, trainer.model) if return_model else summary
 

@@ -110,6 +110,12 @@ class InMemoryLoader(_Loader):
         self.x, self.y = x.to(self.device), y.to(self.device, torch.int64)
         self.augment = augment
 
+    def evaluation(self) -> "InMemoryLoader":
+        """The same images in evaluation order: no augmentation, shuffling or dropping."""
+        return InMemoryLoader(self.x, self.y, self.info, batch_size=self.batch_size,
+                              device=self.device, train=False, seed=self.seed, rank=self.rank,
+                              world_size=self.world_size, drop_last=False)
+
     def __iter__(self):
         self._check_nonempty()
         idx = self.indices().to(self.device)
@@ -145,11 +151,19 @@ class StreamingLoader(_Loader):
 
     def __init__(self, dataset, info: DatasetInfo, *, workers: int, **kw):
         super().__init__(info, len(dataset), **kw)
-        self.dataset = dataset
+        self.dataset, self.workers = dataset, workers
         self.dataloader = DataLoader(
             dataset, batch_size=self.batch_size, sampler=_ShardSampler(self), num_workers=workers,
             pin_memory=self.device.type == "cuda", drop_last=self.drop_last,
             persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.seed))
+
+    def evaluation(self) -> "StreamingLoader":
+        """The same images in evaluation order, with the test split's resize and center crop."""
+        d = self.dataset
+        dataset = type(d)(d.samples, train=False, size=d.size, resize=d.resize)
+        return StreamingLoader(dataset, self.info, workers=self.workers, batch_size=self.batch_size,
+                               device=self.device, train=False, seed=self.seed, rank=self.rank,
+                               world_size=self.world_size, drop_last=False)
 
     def __iter__(self):
         self._check_nonempty()
@@ -183,14 +197,16 @@ def _check_int(value, name: str, low: int) -> int:
 
 
 def build_loaders(name: str, data_dir=None, *, batch_size: int, device="cpu", download: bool = False,
-                  augment: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                  augment: bool | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
                   workers: int | None = None, drop_last: bool = True):
     """``(train_loader, test_loader)`` for dataset ``name`` (see :data:`~mgiad.data.DATASETS`).
 
     Both yield ``(x, y)``: x float32 ``(N, C, H, W)`` normalised with the dataset's mean/std, y
     int64, both on ``device``. Both have ``len()`` (batches on this rank), ``set_epoch(epoch)``,
-    ``dataset_size`` (images in the whole split) and ``batch_size``. The test loader never
-    augments, shuffles or drops. ``data_dir`` defaults to ``$MGIAD_DATA_DIR`` or ``./.data``
+    ``dataset_size`` (images in the whole split), ``batch_size`` and ``evaluation()`` (the same
+    split as the test loader reads one: e.g. to measure training-set accuracy). The test loader
+    never augments, shuffles or drops. ``augment`` (training batches; ``None``: the dataset's
+    default, :attr:`DatasetInfo.augment`: crops and flips, none for Fashion-MNIST). ``data_dir`` defaults to ``$MGIAD_DATA_DIR`` or ``./.data``
     (ignored by ``digits``); ``download`` fetches missing files. ``workers`` is the number of
     DataLoader processes for ImageNet (default ``min(8, cpu_count)``) and of decoding threads
     for the first Tiny ImageNet load; other datasets live in memory and need none.
@@ -209,6 +225,7 @@ def build_loaders(name: str, data_dir=None, *, batch_size: int, device="cpu", do
     if workers is not None:
         workers = _check_int(workers, "workers", 0)
     data_dir = default_data_dir() if data_dir is None else Path(data_dir)
+    augment = info.augment if augment is None else bool(augment)
     common = dict(batch_size=batch_size, device=device, seed=seed, rank=rank, world_size=world_size)
     if info.in_memory:
         splits = _load_in_memory(key, data_dir, download, workers)

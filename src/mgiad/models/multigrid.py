@@ -72,10 +72,13 @@ class ResolutionMultigrid(ImageClassifier):
     smoothing steps' implementation (:class:`~mgiad.layers.SmoothingStep`); parameters, buffers
     and results are the same for both. ``recompute`` runs each level's smoother again in backward
     instead of storing its activations (less memory, about one more forward pass of time).
+    ``transfer_norm``: BN + ReLU after ``R`` and ``Pi`` (the paper's text), or none of them and a
+    ReLU on ``f - A u`` before ``R`` (the authors' code; see :class:`~mgiad.layers.FASTransfer`).
     """
 
     def __init__(self, num_classes: int, in_chans: int, stem: str, channels: Sequence[int],
-                 smoothers: Sequence[nn.Module], impl: str = "fast", recompute: bool = False):
+                 smoothers: Sequence[nn.Module], impl: str = "fast", recompute: bool = False,
+                 transfer_norm: bool = True):
         super().__init__(num_classes, in_chans)
         self.impl = check_impl(impl)
         if not isinstance(recompute, bool):
@@ -86,7 +89,7 @@ class ResolutionMultigrid(ImageClassifier):
         self.smoothers = nn.ModuleList(smoothers)
         # R_l^{l+1}, Pi_l^{l+1}: 3x3, stride 2, depthwise with channel multiplier c_{l+1}/c_l
         self.transfers = nn.ModuleList(
-            FASTransfer(c, c_next, kernel_size=3, stride=2, groups=c)
+            FASTransfer(c, c_next, kernel_size=3, stride=2, groups=c, norm=transfer_norm)
             for c, c_next in zip(channels[:-1], channels[1:]))
         self.head = Classifier(channels[-1], num_classes)
         init_weights(self)
