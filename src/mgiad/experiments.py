@@ -36,7 +36,8 @@ EXPERIMENT_FILE = "experiment.json"
 # short names of model arguments in run-directory names (anything else: its own name)
 _ABBREV = {"widths": "w", "width_mult": "x", "coarse_channels": "ck", "group_size": "gs",
            "smoothing_steps": "nu", "share": "share", "blocks": "b", "pre_smooth": "pre",
-           "post_smooth": "post", "prolong_norm": "pn", "stem": "stem"}
+           "post_smooth": "post", "prolong_norm": "pn", "stem": "stem", "transfer_norm": "tn",
+           "shortcut": "sc"}
 # dataset-implied arguments: not part of a configuration's name (the dataset is)
 _DATASET_ARGS = ("num_classes", "in_chans", "stem", "prolong_norm")
 
