@@ -1,7 +1,8 @@
-"""Registry, argument checking and the scikit-learn digits dataset."""
+"""Registry, argument checking and the bundled digits dataset."""
 import dataclasses
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,7 +78,22 @@ def test_digits_normalisation_matches_hardcoded_stats():
     assert abs(x.mean().item()) < 2e-3 and abs(x.std().item() - 1) < 2e-3
 
 
-def test_digits_without_sklearn(monkeypatch):
+def test_digits_ship_with_the_package_and_need_no_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(DatasetError, match="pip install scikit-learn"):
-        build_loaders("digits", batch_size=4)
+    train, test = build_loaders("digits", batch_size=4)
+    assert (train.dataset_size, test.dataset_size) == (1437, 360)
+    counts = torch.bincount(test.y).tolist()  # the fixed split: each class its proportional share
+    assert sum(counts) == 360 and all(35 <= c <= 37 for c in counts), counts
+
+
+def test_digits_file_that_is_not_ours_is_a_clear_error(monkeypatch, tmp_path):
+    from mgiad.data import digits
+    bad = tmp_path / "digits.npz"
+    np.savez_compressed(bad, images=np.zeros((1797, 8, 8), np.uint8), labels=np.zeros(1797, np.uint8))
+    monkeypatch.setattr(digits, "DIGITS_FILE", bad)
+    with pytest.raises(DatasetError, match="not the one mgiad ships"):
+        digits.load_digits_split()
+    bad.write_bytes(b"truncated")
+    with pytest.raises(DatasetError, match="cannot be read"):
+        digits.load_digits_split()

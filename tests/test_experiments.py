@@ -100,7 +100,7 @@ def test_killed_run_resumes_and_failure_does_not_stop_the_grid(tmp_path, monkeyp
 
     def stop_once(stop, runtime):  # Ctrl-C in the middle of the first run's epoch
         calls["n"] += 1
-        return calls["n"] == 2 or real(stop, runtime)
+        return calls["n"] == 11 or real(stop, runtime)  # checked after every step
     monkeypatch.setattr(train_mod, "_stop_requested", stop_once)
     with pytest.raises(KeyboardInterrupt):
         ex.run_grid(specs, tmp_path, OPTIONS, log=quiet)

@@ -50,7 +50,7 @@ def test_hubconf_works_from_a_fresh_clone_without_install(tmp_path):
         assert model.config["width_mult"] == 3 and model.config["group_size"] == 8
         assert hubconf.dependencies == ["torch"]
         entries = sorted(n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_"))
-        assert entries == ["mgiad", "mgic", "mgnet", "resnet18", "resnet20"], entries
+        assert entries == ["mgiad", "mgic", "mgnet", "pretrained", "resnet18", "resnet20"], entries
         small = torch.hub.load({str(clone)!r}, "resnet20", source="local", num_classes=7, in_chans=1)
         assert small(torch.randn(2, 1, 32, 32)).shape == (2, 7)
         try:
@@ -110,6 +110,52 @@ def test_weights_file_is_plain_safetensors(tmp_path):
     data = (tmp_path / "model.safetensors").read_bytes()
     header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
     assert header["head.fc.weight"]["dtype"] == "F32" and header["head.fc.weight"]["shape"] == [10, 32]
+
+
+def test_weights_files_are_reproducible(tmp_path):
+    model = randomize_bn(mgiad.create_model("mgiad", **SMALL["mgiad"]))
+    first = hub.safetensors_bytes(model.state_dict(), {"model": "mgiad", "b": "1", "a": "2"})
+    # the safetensors package orders the metadata at random: ours is sorted, the bytes repeat
+    assert all(hub.safetensors_bytes(model.state_dict(), {"model": "mgiad", "b": "1", "a": "2"})
+               == first for _ in range(5))
+    model.save_pretrained(tmp_path / "a")
+    model.save_pretrained(tmp_path / "b")
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == \
+        (tmp_path / "b" / "model.safetensors").read_bytes()
+    data = (tmp_path / "a" / "model.safetensors").read_bytes()
+    metadata = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    assert metadata["model"] == "mgiad" and list(metadata) == sorted(metadata)
+
+
+def test_weights_are_read_without_the_safetensors_package(tmp_path, monkeypatch):
+    import safetensors.torch as st
+    state = {"f32": torch.randn(3, 4), "bf16": torch.randn(5).to(torch.bfloat16),
+             "f16": torch.randn(2, 2).half(), "i64": torch.tensor(7), "u8": torch.arange(6, dtype=torch.uint8),
+             "flag": torch.tensor([True, False, True]), "empty": torch.zeros(0, 3)}
+    data = hub.safetensors_bytes(state)
+    expected = st.load(data)
+    ours = hub._parse_safetensors(data)
+    assert ours.keys() == expected.keys() == state.keys()
+    for k in state:
+        assert ours[k].dtype == state[k].dtype and ours[k].shape == state[k].shape, k
+        assert torch.equal(ours[k], state[k]), k
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    model = randomize_bn(mgiad.create_model("mgnet", **SMALL["mgnet"]))
+    monkeypatch.undo()
+    model.save_pretrained(tmp_path / "out")
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    assert same_outputs(model, mgiad.from_pretrained(tmp_path / "out"))  # read by our parser
+    # malformed files: an error naming the file, never a crash or an out-of-bounds read
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    header["f32"]["data_offsets"][1] += 4
+    bad = json.dumps(header).encode()
+    for broken in (data[:5], (10 ** 9).to_bytes(8, "little") + data[8:],
+                   len(bad).to_bytes(8, "little") + bad + data[8 + length:], data[:-3]):
+        with pytest.raises(CheckpointError, match="cannot read x.safetensors"):
+            hub.load_safetensors_bytes(broken, "x.safetensors")
 
 
 def test_from_pretrained_reads_run_directories_and_checkpoints(tmp_path):

@@ -170,3 +170,51 @@ def test_empty_folder_is_an_error(digits_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds no image files" in err and "Traceback" not in err
     assert find_images([tmp_path / "x.png"]) == [tmp_path / "x.png"]  # named files are kept
+
+
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory):
+    return write_run(tmp_path_factory.mktemp("runs") / "fashion", tiny(1, seed=2), "fashion-mnist")
+
+
+def garment(light_background, seed=0):
+    """A 28x28 'garment': a block of texture on a black (or, as in a photo, white) background."""
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[4:24, 8:20] = random_pixels((20, 12), seed) // 2 + 128
+    return 255 - image if light_background else image
+
+
+def test_invert_happens_before_the_padding(tmp_path):
+    pre = Preprocessing(32, 1, (0.5,), (0.5,), "fashion-mnist", invert=True)
+    item = garment(True)
+    padded = load_image(save(item, tmp_path / "light.png"), pre)[0]
+    assert torch.equal(padded[2:30, 2:30], 255 - torch.from_numpy(item))
+    assert padded.sum() == padded[2:30, 2:30].sum()  # the padding stays black
+    rgb = random_pixels((32, 32, 3), 1)
+    inverted = load_image(save(rgb, tmp_path / "c.png"), Preprocessing(32, 3, (0.5,) * 3, (0.5,) * 3,
+                                                                        "cifar10", invert=True))
+    assert torch.equal(inverted, 255 - torch.from_numpy(rgb).permute(2, 0, 1))
+    assert "zero-padded by 2 to 32x32" in pre.describe() and "inverted" in pre.describe()
+
+
+def test_light_fashion_images_get_a_hint_to_invert(fashion_run, digits_run, tmp_path, capsys):
+    light = save(garment(True), tmp_path / "light.png")
+    dark = save(garment(False), tmp_path / "dark.png")
+    argv = ["predict", "--checkpoint", str(fashion_run), "--json", "--device", "cpu"]
+    assert main(argv + [str(light), str(dark)]) == 0
+    captured = capsys.readouterr()
+    hints = [line for line in captured.err.splitlines() if "hint" in line]
+    assert len(hints) == 1 and "1 of 2 images are mostly light" in hints[0] and "--invert" in hints[0]
+    results = json.loads(captured.out)
+    assert results[0]["mostly_light"] is True and "mostly_light" not in results[1]
+    # --invert: the light photo is read as its negative, i.e. as the dark image, and no hint
+    assert main(argv + ["--invert", str(light)]) == 0
+    captured = capsys.readouterr()
+    assert "hint" not in captured.err
+    inverted, reference = json.loads(captured.out)[0]["predictions"], results[1]["predictions"]
+    assert [p["index"] for p in inverted] == [p["index"] for p in reference]
+    assert np.allclose([p["probability"] for p in inverted], [p["probability"] for p in reference],
+                       atol=1e-6)  # a batch of 1 vs 2: the last bits may differ
+    # only Fashion-MNIST models expect a dark background
+    assert main(["predict", "--checkpoint", str(digits_run), str(light), "--device", "cpu"]) == 0
+    assert "hint" not in capsys.readouterr().err

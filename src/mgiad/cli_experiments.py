@@ -37,7 +37,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                  "mem_gb": args.slurm_mem_gb, "slurm_array_parallelism": args.slurm_parallel}
         ex.submit_slurm(specs, args.runs, options, slurm)
         return 0
-    results = ex.run_grid(specs, args.runs, options)
+    from .train import shutdown_distributed
+    try:
+        results = ex.run_grid(specs, args.runs, options)
+    finally:
+        shutdown_distributed()
     print(ex.summarize(results))
     print(f"tables and figures: mgiad report {args.runs} --out report")
     return 1 if any(r.status == "failed" for r in results) else 0

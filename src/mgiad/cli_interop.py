@@ -1,7 +1,9 @@
 """``mgiad export`` and ``mgiad predict``: deploy and use a trained model from the shell.
 
 Both take ``--checkpoint``: a run directory or best.pt / last.pt of ``mgiad train``, or a
-``save_pretrained`` directory. Heavy imports happen inside the commands (``mgiad --help`` stays fast).
+``save_pretrained`` directory; ``predict`` also takes ``--model NAME``, a pretrained model shipped
+with mgiad (``mgiad.list_pretrained()``). Heavy imports happen inside the commands (``mgiad --help``
+stays fast).
 """
 from __future__ import annotations
 
@@ -115,17 +117,24 @@ def _device(name: str) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.batch_size < 1:
         raise ValueError("--top-k and --batch-size must be positive integers")
-    from .predict import Preprocessing, class_names, find_images, predict_files
+    import dataclasses
+    from .predict import LIGHT_THRESHOLD, Preprocessing, class_names, find_images, predict_files
     files = find_images(args.images)
     device = _device(args.device)
-    model = _load(args.checkpoint, device)
+    if args.model is not None:
+        from .registry import create_model
+        model = create_model(args.model, pretrained=True).to(device)
+    else:
+        model = _load(args.checkpoint, device)
     recorded = getattr(model, "preprocessing", {}) or {}
     pre = Preprocessing.resolve(recorded, model.in_chans, args.dataset)
+    pre = dataclasses.replace(pre, invert=args.invert)
     names = class_names(recorded if args.dataset is None else {"dataset": pre.dataset},
                         model.num_classes)
-    results, failed = [], 0
+    results, failed, light = [], 0, 0
     for r in predict_files(model, files, pre, top_k=args.top_k, batch_size=args.batch_size,
                            names=names, device=device):
+        light += bool(r.get("mostly_light"))
         if "error" in r:
             failed += 1
             print(f"mgiad predict: error: {r['error']}", file=sys.stderr)
@@ -138,6 +147,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             sys.stdout.flush()
     if args.json:
         print(json.dumps(results, indent=1))
+    if light:
+        print(f"mgiad predict: hint: {light} of {len(files)} images are mostly light (mean pixel "
+              f"above {LIGHT_THRESHOLD:g}); Fashion-MNIST models expect a light garment on a dark "
+              "background: try --invert", file=sys.stderr)
     if failed:
         print(f"mgiad predict: {failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
@@ -147,12 +160,21 @@ def add_predict(sub) -> None:
     p = sub.add_parser(
         "predict", help="top-5 classes of image files with a trained model",
         description="Classify PNG/JPEG images (files, or folders searched recursively) with the "
-        "input size, channels and normalisation the checkpoint was trained with; print the most "
+        "input size, channels and normalisation the model was trained with; print the most "
         "probable classes (names for digits, fashion-mnist and cifar10; indices otherwise). "
         "Unreadable files are reported one by one (exit status 1); the others are classified.")
     p.add_argument("images", nargs="+", help="image files and/or folders")
-    p.add_argument("--checkpoint", required=True,
-                   help="run directory, best.pt / last.pt, or a save_pretrained directory")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint",
+                       help="run directory, best.pt / last.pt, or a save_pretrained directory")
+    from .pretrained import _names_for_choices
+    shipped = _names_for_choices()
+    which.add_argument("--model", metavar="NAME", choices=shipped or None,
+                       help="a pretrained model shipped with mgiad (python -m mgiad.pretrained "
+                       "list): " + (", ".join(shipped) or "none shipped yet"))
+    p.add_argument("--invert", action="store_true",
+                   help="invert the images (255 - x) first: for photos of a dark object on a light "
+                   "background, the negative of Fashion-MNIST's light garments on black")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default: %(default)s)")
     p.add_argument("--dataset", default=None,
                    help="use this dataset's input size and normalisation instead of the recorded "

@@ -11,13 +11,16 @@ A saved model is a directory::
 ``from_pretrained`` also reads what ``mgiad train`` writes: a run directory (its ``best.pt``, else
 ``last.pt``) or a ``best.pt`` / ``last.pt`` file; those are loaded with ``weights_only=True``.
 
-safetensors is an optional dependency (``pip install safetensors``, or the ``hub`` extra); only
-the safetensors format needs it.
+safetensors is an optional dependency (``pip install safetensors``, or the ``hub`` extra): saving
+needs it; loading uses it when installed and otherwise reads the (simple) format itself, so the
+pretrained weights shipped with mgiad (:mod:`mgiad.pretrained`) load with torch alone.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,8 @@ from .checkpoint import (CheckpointError, atomic_write, load_checkpoint, load_mo
                          model_from_checkpoint, write_json_atomic)
 
 __all__ = ["save_pretrained", "from_pretrained", "load_weights", "read_preprocessing",
-           "MissingDependencyError", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSING_NAME"]
+           "safetensors_bytes", "load_safetensors_bytes", "MissingDependencyError", "CONFIG_NAME",
+           "WEIGHTS_NAME", "PREPROCESSING_NAME"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -56,6 +60,88 @@ def _safetensors_torch():
     return st
 
 
+# ------------------------------------------------------------------------------ safetensors
+def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors file holding ``state`` (CPU copies); ``metadata``: extra string entries
+    of its header, beside ``format`` and ``mgiad_version``. Needs the safetensors package."""
+    st = _safetensors_torch()
+    from . import __version__
+    # safetensors refuses tensors that share memory: give each its own contiguous CPU copy
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    data = st.save(tensors, metadata={"format": "pt", "mgiad_version": __version__,
+                                      **{k: str(v) for k, v in (metadata or {}).items()}})
+    # the package writes the metadata in a random order: sort it, so that the same weights give
+    # the same bytes (shipped files do not change when shipped again). Offsets are unaffected.
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes
+    return len(text).to_bytes(8, "little") + text + data[8 + length:]
+
+
+# the safetensors dtype names and their torch dtypes (the file stores little-endian values)
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                       "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+                       "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _parse_safetensors(data: bytes) -> dict[str, torch.Tensor]:
+    """Read the safetensors format without the package: an 8-byte little-endian header length,
+    a JSON header ``{name: {"dtype", "shape", "data_offsets": [begin, end]}}``, raw tensor bytes.
+    Every offset and size is checked against the file before a byte is used."""
+    if len(data) < 8:
+        raise ValueError(f"{len(data)} bytes: too short for a safetensors file")
+    length = int.from_bytes(data[:8], "little")
+    if length > len(data) - 8:
+        raise ValueError(f"the header length {length} runs past the end of the file")
+    header = json.loads(bytes(data[8:8 + length]).decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    body = memoryview(data)[8 + length:]
+    tensors = {}
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _SAFETENSORS_DTYPES[spec["dtype"]]
+            shape = [int(n) for n in spec["shape"]]
+            begin, end = (int(n) for n in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name!r}: unsupported or malformed entry {spec!r}") from None
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(body) or end - begin != size:
+            raise ValueError(f"tensor {name!r}: offsets {begin}..{end} do not hold {shape} "
+                             f"{spec['dtype']} values in a body of {len(body)} bytes")
+        flat = (torch.frombuffer(bytearray(body[begin:end]), dtype=dtype) if size else
+                torch.empty(0, dtype=dtype))
+        tensors[name] = flat.reshape(shape)
+    return tensors
+
+
+def load_safetensors_bytes(data: bytes, source: str,
+                           map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file ``data``; ``source`` names it in errors
+    (:class:`~mgiad.checkpoint.CheckpointError`). Uses the safetensors package when installed."""
+    try:
+        import safetensors.torch as st
+    except Exception:
+        st = None
+    try:
+        if st is not None:
+            state = st.load(bytes(data))
+        elif sys.byteorder == "little":
+            state = _parse_safetensors(data)
+        else:  # the file's little-endian values would need swapping: leave that to the package
+            _safetensors_torch()
+    except MissingDependencyError:
+        raise
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise CheckpointError(f"cannot read {source}: {type(exc).__name__}: {reason}") from None
+    return {k: v.to(map_location) for k, v in state.items()}
+
+
 # -------------------------------------------------------------------------------------- save
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     """Write ``config.json`` (``model.config``) and ``model.safetensors`` to ``directory``.
@@ -71,7 +157,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
         raise ValueError("this model has its BatchNorms folded (mgiad.export.fuse_bn) and no longer "
                          "matches its config; save the model it was fused from")
     config = json.loads(json.dumps(config))  # plain JSON data, or a TypeError naming the value
-    st = _safetensors_torch()
+    _safetensors_torch()  # fail before creating anything when safetensors is missing
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{directory} exists and is not a directory")
@@ -79,11 +165,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
         raise ValueError(f"{directory} is a training run directory (its config.json would be "
                          "replaced); save to another directory")
     directory.mkdir(parents=True, exist_ok=True)
-    # safetensors refuses tensors that share memory: give each its own contiguous CPU copy
-    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    from . import __version__
-    data = st.save(tensors, metadata={"format": "pt", "model": str(config["model"]),
-                                      "mgiad_version": __version__})
+    data = safetensors_bytes(model.state_dict(), {"model": str(config["model"])})
     atomic_write(directory / WEIGHTS_NAME, lambda fh: fh.write(data))
     write_json_atomic(config, directory / CONFIG_NAME)
     preprocessing = getattr(model, "preprocessing", None)
@@ -127,12 +209,11 @@ def _resolve(path: str | os.PathLike) -> tuple[str, Path]:
 
 
 def _read_safetensors(path: Path, map_location) -> dict[str, torch.Tensor]:
-    st = _safetensors_torch()
     try:
-        return st.load_file(str(path), device=str(map_location))
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    return load_safetensors_bytes(data, str(path), map_location)
 
 
 def _checkpoint_preprocessing(config: dict) -> dict[str, Any]:

@@ -11,6 +11,12 @@ the recorded mean and std. The geometry follows the dataset's test pipeline:
 
 Resizing is bilinear (Pillow antialiases when shrinking). Files that cannot be read are reported
 one by one (:class:`ImageReadError`), the others are still classified.
+
+Fashion-MNIST shows light garments on a black background; a photo of a garment on a light
+background is its negative. ``Preprocessing(invert=True)`` (``mgiad predict --invert``) inverts the
+pixels (``255 - x``, after the conversion to grayscale/RGB, before the geometry: the padding stays
+black), and :func:`predict_files` flags a Fashion-MNIST input whose mean pixel is above
+:data:`LIGHT_THRESHOLD` (``"mostly_light": True``) so that the command line can suggest it.
 """
 from __future__ import annotations
 
@@ -24,10 +30,13 @@ from torch import nn
 
 from .hub import MissingDependencyError
 
-__all__ = ["CLASS_NAMES", "IMAGE_SUFFIXES", "Preprocessing", "ImageReadError", "class_names",
-           "find_images", "load_image", "predict_files"]
+__all__ = ["CLASS_NAMES", "IMAGE_SUFFIXES", "LIGHT_THRESHOLD", "Preprocessing", "ImageReadError",
+           "class_names", "find_images", "load_image", "predict_files", "is_mostly_light"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# mean pixel (0..1, grayscale) above which a Fashion-MNIST input looks like a negative: the
+# dataset's 28x28 images average 0.29 (black background), a garment photographed on white ~0.7+
+LIGHT_THRESHOLD = 0.5
 
 CLASS_NAMES: dict[str, list[str]] = {
     "digits": [str(i) for i in range(10)],
@@ -51,6 +60,7 @@ class Preprocessing:
     mean: tuple
     std: tuple
     dataset: str | None = None
+    invert: bool = False  # 255 - x after the colour conversion (light background -> dark)
 
     @classmethod
     def resolve(cls, recorded: dict[str, Any], in_chans: int,
@@ -77,6 +87,19 @@ class Preprocessing:
             raise ValueError(f"images can be fed to models with 1 (grayscale) or 3 (RGB) input "
                              f"channels, not {in_chans}")
         return cls(int(values["image_size"]), in_chans, mean, std, values.get("dataset"))
+
+    def describe(self) -> str:
+        """In words, what :func:`load_image` and the normalisation do (e.g. for a model card)."""
+        size, mode = self.image_size, "grayscale" if self.in_chans == 1 else "RGB"
+        if self.dataset == "fashion-mnist" and size > 4:
+            geometry = (f"resized to {size - 4}x{size - 4} (bilinear) and zero-padded by 2 to "
+                        f"{size}x{size}, as the dataset's 28x28 images are")
+        elif self.dataset == "imagenet":
+            geometry = f"short side resized to {round(size / 0.875)} (bilinear), central {size}x{size} crop"
+        else:
+            geometry = f"resized to {size}x{size} (bilinear)"
+        return (f"{mode}{', inverted (255 - x)' if self.invert else ''}, {geometry}, scaled to "
+                f"[0, 1], normalised with mean {list(self.mean)} and std {list(self.std)}")
 
 
 def class_names(recorded: dict[str, Any] | None, num_classes: int) -> list[str] | None:
@@ -128,6 +151,8 @@ def load_image(path: str | os.PathLike, pre: Preprocessing) -> torch.Tensor:
                 background = Image.new("RGBA", im.size, (0, 0, 0, 255))
                 im = Image.alpha_composite(background, im)
             im = im.convert("L" if pre.in_chans == 1 else "RGB")
+            if pre.invert:
+                im = ImageOps.invert(im)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -149,11 +174,24 @@ def load_image(path: str | os.PathLike, pre: Preprocessing) -> torch.Tensor:
     return data.view(size, size, pre.in_chans).permute(2, 0, 1).contiguous()
 
 
+def is_mostly_light(image: torch.Tensor, pre: Preprocessing) -> bool:
+    """Whether ``image`` (a :func:`load_image` result) is a Fashion-MNIST input with a mean pixel
+    above :data:`LIGHT_THRESHOLD` over its content (the padding left out): probably a light
+    background, the negative of what the dataset shows. False for other datasets."""
+    if pre.dataset != "fashion-mnist" or pre.invert:
+        return False
+    size = pre.image_size
+    content = image[:, 2:size - 2, 2:size - 2] if size > 4 else image
+    return content.float().mean().item() / 255 > LIGHT_THRESHOLD
+
+
 def predict_files(model: nn.Module, files: Sequence[str | os.PathLike], pre: Preprocessing,
                   top_k: int = 5, batch_size: int = 64, names: list[str] | None = None,
                   device: str | torch.device = "cpu") -> Iterator[dict[str, Any]]:
     """For each file, in order: ``{"path", "predictions": [{"rank", "index", "label",
-    "probability"}, ...]}`` (the ``top_k`` most probable classes) or ``{"path", "error"}``."""
+    "probability"}, ...]}`` (the ``top_k`` most probable classes) or ``{"path", "error"}``.
+    A Fashion-MNIST input that looks inverted (:func:`is_mostly_light`) also has
+    ``"mostly_light": True``."""
     from .data.transforms import Normalize
     normalize = Normalize(pre.mean, pre.std, device)
     model.eval()
@@ -166,6 +204,8 @@ def predict_files(model: nn.Module, files: Sequence[str | os.PathLike], pre: Pre
             try:
                 images.append(load_image(f, pre))
                 results.append({"path": str(f)})
+                if is_mostly_light(images[-1], pre):
+                    results[-1]["mostly_light"] = True
             except ImageReadError as exc:
                 results.append({"path": str(f), "error": str(exc)})
         if images:

@@ -3,6 +3,10 @@
 A model joins the zoo by decorating its class or builder function; its keyword arguments and their
 defaults (the signature) are the model's configuration. ``create_model`` stores the resolved
 arguments on the model as ``model.config`` (JSON-serialisable), so it can be rebuilt exactly.
+
+``create_model`` also takes the names of the pretrained weights shipped with mgiad
+(``"<architecture>.<tag>"``, see :mod:`mgiad.pretrained` and ``mgiad.list_pretrained()``):
+``create_model(name, pretrained=True)`` builds the recorded architecture and loads the weights.
 """
 from __future__ import annotations
 
@@ -50,8 +54,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name``; unknown names or arguments raise ``ValueError``."""
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name``; unknown names or arguments raise ``ValueError``.
+
+    ``name`` may also be a pretrained name (``mgiad.list_pretrained()``): the architecture it
+    records is built and, with ``pretrained=True``, its weights are loaded (offline, from the
+    package); the model then has ``pretrained_cfg`` and ``preprocessing``. ``kwargs`` must agree
+    with the recorded architecture, except ``num_classes`` (a new classifier, as in timm) and the
+    execution options ``impl`` / ``recompute``. See :func:`mgiad.pretrained.create_pretrained`.
+    """
+    if pretrained or name not in _MODELS:
+        from .pretrained import create_pretrained  # raises for names that are neither
+        return create_pretrained(name, pretrained=bool(pretrained), **kwargs)
+    return _create_registered(name, **kwargs)
+
+
+def _create_registered(name: str, **kwargs: Any) -> nn.Module:
     builder = _builder(name)
     valid = model_arguments(name)
     unknown = sorted(set(kwargs) - set(valid))

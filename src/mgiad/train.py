@@ -32,10 +32,11 @@ from .checkpoint import (atomic_write, load_checkpoint, load_model_state, save_c
                          write_json_atomic)
 from .counting import count_flops, count_parameters
 from .data import build_loaders, dataset_info
+from .progress import ProgressReporter, progress_bar
 from .registry import create_model, model_arguments
 
 __all__ = ["TrainConfig", "PRESETS", "Trainer", "resolve_config", "train", "evaluate",
-           "TrainingDiverged"]
+           "TrainingDiverged", "shutdown_distributed"]
 
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -183,6 +184,16 @@ def setup_runtime(device: str) -> Runtime:
     return Runtime(dev, rank, world_size, local_rank)
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly (a group left to the interpreter's exit can abort a rank
+    with "terminate called without an active exception" and fail a finished torchrun job)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 def _all_reduce(values: list[float], runtime: Runtime) -> list[float]:
     if not runtime.distributed:
         return values
@@ -197,24 +208,15 @@ def _seed_everything(seed: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ loops
-def _progress(iterable: Iterable, total: int, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm import tqdm
-    except Exception:
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
-
-
 def _autocast(runtime: Runtime, amp: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if amp and runtime.device.type == "cuda" \
         else nullcontext()
 
 
 def evaluate(model: nn.Module, loader, runtime: Runtime, amp: bool = False,
-             channels_last: bool = False) -> dict[str, float]:
-    """Test loss and accuracy (percent), summed over every rank's shard, and the seconds taken."""
+             channels_last: bool = False, stop: dict | None = None) -> dict[str, float]:
+    """Test loss and accuracy (percent), summed over every rank's shard, and the seconds taken.
+    ``stop``: the training loop's stop flag; Ctrl-C / SIGTERM then interrupts the evaluation."""
     t0 = time.time()
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=runtime.device)  # loss, correct, count
@@ -222,6 +224,8 @@ def evaluate(model: nn.Module, loader, runtime: Runtime, amp: bool = False,
         for x, y in loader:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if stop is not None and stop["requested"]:
+                raise _Interrupted
             logits = model(x).float()
             sums[0] += F.cross_entropy(logits, y, reduction="sum")
             sums[1] += (logits.argmax(1) == y).sum()
@@ -363,16 +367,24 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; Ctrl-C saves ``last.pt`` and raises KeyboardInterrupt."""
         config, runtime, out = self.config, self.runtime, self.out
+        steps = len(self.train_loader)
+        self.progress = ProgressReporter(self.log if runtime.is_main else _quiet,
+                                         config.epochs * steps, self.epoch * steps + self.batch)
+        if runtime.is_main and self.epoch < config.epochs:
+            self.progress.plan(config.epochs, steps, config.batch_size, self.epoch)
         with _stop_on_signals() as stop:
+            self.stop = stop
             try:
                 while self.epoch < config.epochs:
                     self._train_epoch(stop)
-                    self._end_epoch()
+                    self._end_epoch(stop)
             except _Interrupted:
                 if runtime.is_main:
-                    save_checkpoint(self.state(), out / "last.pt")
-                    self.log(f"interrupted in epoch {self.epoch + 1} after batch {self.batch}: "
-                             f"saved {out / 'last.pt'}; continue with: mgiad train --resume {out}")
+                    where = (f"in epoch {self.epoch + 1} after batch {self.batch}"
+                             if self.batch < steps else f"while evaluating epoch {self.epoch + 1}")
+                    if self._save("last.pt"):
+                        self.log(f"interrupted {where}: saved {out / 'last.pt'}; continue with: "
+                                 f"mgiad train --resume {out}")
                 raise KeyboardInterrupt from None
             finally:
                 if self.writer is not None:
@@ -413,8 +425,9 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.float64, device=runtime.device)
         seen = 0
         batches = itertools.islice(enumerate(self.train_loader), self.batch, None)
-        bar = _progress(batches, steps - self.batch, self.show_progress,
-                        f"epoch {epoch + 1}/{config.epochs}")
+        bar = progress_bar(batches, steps - self.batch, self.show_progress,
+                           f"epoch {epoch + 1}/{config.epochs}")
+        cuda = runtime.device.type == "cuda"
 
         def fold_into_partial(batch: int) -> None:
             p = self.partial
@@ -424,42 +437,54 @@ class Trainer:
             p["seconds"] += time.time() - t0
             self.batch = batch
 
+        self.progress.start_epoch()
         for i, (x, y) in bar:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(runtime, self.amp):
                 logits = self.net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            check = i % 10 == 0 or i + 1 == steps  # each check syncs a GPU: not every step
-            if check and not torch.isfinite(loss):
+            # before the update, so that a non-finite loss never reaches the weights; on CUDA only
+            # every 10th step (each check waits for the GPU), the weights are checked before saving
+            if (not cuda or i % 10 == 0 or i + 1 == steps) and not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss.item()} in epoch {epoch + 1}, batch {i + 1} (lr {lr:g}); "
-                    f"{self.out / 'last.pt'} still holds the last good state. Lower --lr or "
-                    "check the data")
+                    f"{self._last_good()} Lower the learning rate (mgiad train --resume "
+                    f"{self.out} --lr ...) or check the data")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.detach() * y.numel()
             correct += (logits.argmax(1) == y).sum()
             seen += y.numel()
+            self.progress.step()
+            check = not cuda or i % 10 == 0 or i + 1 == steps
             if self.show_progress and check:
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct.item() / seen:.1f}",
-                                img_s=f"{seen / (time.time() - t0):.0f}")
-            if check and _stop_requested(stop, runtime):
+                                img_s=f"{seen / (time.time() - t0):.0f}", eta=self.progress.eta_text())
+            elif runtime.is_main and self.progress.due():
+                self.log(f"epoch {epoch + 1}/{config.epochs} step {i + 1}/{steps}  loss "
+                         f"{loss.item():.4f}  running acc {100 * correct.item() / seen:.2f}  "
+                         f"{seen / (time.time() - t0):.0f} img/s  {self.progress.eta_text()}")
+            if _stop_requested(stop, runtime):  # within one step of Ctrl-C / SIGTERM
                 fold_into_partial(i + 1)
                 raise _Interrupted
         fold_into_partial(steps)
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self, stop: dict) -> None:
         """All-reduce the epoch's sums, evaluate, checkpoint, log."""
         runtime, out, p = self.runtime, self.out, self.partial
         loss_sum, correct, seen = _all_reduce([p["loss_sum"], p["correct"], float(p["seen"])],
                                               runtime)
         if not math.isfinite(loss_sum):
             raise TrainingDiverged(f"the training loss of epoch {self.epoch + 1} is not finite; "
-                                   f"{out / 'last.pt'} still holds the last good state")
+                                   f"{self._last_good()}")
         _average_buffers(self.model, runtime)
-        test = evaluate(self.model, self.test_loader, runtime, self.amp, self.channels_last)
+        test = evaluate(self.model, self.test_loader, runtime, self.amp, self.channels_last,
+                        stop=None if runtime.distributed else stop)
+        if not math.isfinite(test["loss"]):
+            raise TrainingDiverged(f"the test loss after epoch {self.epoch + 1} is not finite "
+                                   f"({test['loss']}): the model diverged; {self._last_good()}")
         previous = self.history[-1]["elapsed"] if self.history else 0.0
         metrics = {"epoch": self.epoch + 1, "lr": learning_rate(self.config, self.epoch),
                    # running figures over the epoch's (augmented) batches in train mode
@@ -468,6 +493,7 @@ class Trainer:
                    "test_loss": test["loss"], "test_acc": test["acc"], "seconds": p["seconds"],
                    "images_per_s": seen / max(p["seconds"], 1e-9),
                    "elapsed": previous + p["seconds"] + test["seconds"]}
+        self.progress.eval_fraction = test["seconds"] / max(p["seconds"], 1e-9)
         self.history.append(metrics)
         improved = metrics["test_acc"] > self.best_acc
         self.best_acc = max(self.best_acc, metrics["test_acc"])
@@ -475,10 +501,12 @@ class Trainer:
         self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
         if not runtime.is_main:
             return
-        save_checkpoint(self.state(), out / "last.pt")
-        _write_metrics(self.history, out / "metrics.jsonl")
+        # best.pt before last.pt: last.pt never records a best accuracy that best.pt lacks (a
+        # crash between the two leaves best.pt one epoch ahead; resuming redoes that epoch exactly)
         if improved:
-            save_checkpoint(self.state(), out / "best.pt")
+            self._save("best.pt")
+        self._save("last.pt")
+        _write_metrics(self.history, out / "metrics.jsonl")
         if self.writer is not None:
             for key, value in metrics.items():
                 if key != "epoch":
@@ -486,7 +514,26 @@ class Trainer:
         self.log(f"epoch {metrics['epoch']:>3}/{self.config.epochs}  lr {metrics['lr']:.4f}  "
                  f"train loss {metrics['train_loss']:.4f} acc {metrics['train_running_acc']:.2f}  "
                  f"test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.2f}  "
-                 f"{metrics['seconds']:.1f}s {metrics['images_per_s']:.0f} img/s")
+                 f"{metrics['seconds']:.1f}s {metrics['images_per_s']:.0f} img/s  "
+                 + (self.progress.eta_text() if self.epoch < self.config.epochs else "last epoch"))
+
+    def _save(self, name: str) -> bool:
+        """Write ``name`` atomically with Ctrl-C deferred; never a non-finite state."""
+        bad = [n for n, t in self.model.state_dict().items()
+               if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            self.log(f"not saving {name}: {len(bad)} tensors are not finite ({', '.join(bad[:3])}"
+                     f"{', ...' if len(bad) > 3 else ''}); {self._last_good()}")
+            return False
+        with _signals_deferred(getattr(self, "stop", None)):
+            save_checkpoint(self.state(), self.out / name)
+        return True
+
+    def _last_good(self) -> str:
+        last = self.out / "last.pt"
+        if last.is_file():
+            return f"{last} still holds the last good state."
+        return "no checkpoint had been written yet."
 
 
 def train(config: TrainConfig, resume: str | os.PathLike | None = None, log=print,
@@ -504,12 +551,12 @@ def train(config: TrainConfig, resume: str | os.PathLike | None = None, log=prin
 
 @contextmanager
 def _stop_on_signals():
-    """Ctrl-C or SIGTERM (a scheduler's preemption) asks the loop to stop at the next check;
-    a second Ctrl-C stops at once."""
-    stop = {"requested": False}
+    """Ctrl-C or SIGTERM (a scheduler's preemption) asks the loop to stop after the current step;
+    a second Ctrl-C stops at once, except while a checkpoint is being written."""
+    stop = {"requested": False, "saving": False}
 
     def request_stop(signum, frame):
-        if stop["requested"]:
+        if stop["requested"] and not stop["saving"]:
             raise KeyboardInterrupt
         stop["requested"] = True
     previous = {}
@@ -523,6 +570,19 @@ def _stop_on_signals():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def _signals_deferred(stop: dict | None):
+    """While a checkpoint is written, a further Ctrl-C only asks to stop (it never truncates)."""
+    if stop is None:
+        yield
+        return
+    stop["saving"] = True
+    try:
+        yield
+    finally:
+        stop["saving"] = False
 
 
 def _average_buffers(model: nn.Module, runtime: Runtime) -> None:
@@ -541,6 +601,10 @@ def _write_metrics(history: list[dict], path: Path) -> None:
     """metrics.jsonl, one line per finished epoch, rewritten from the checkpointed history so a
     crash between two writes never leaves a duplicate or a missing line."""
     atomic_write(path, lambda fh: fh.write("".join(json.dumps(h) + "\n" for h in history).encode()))
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
 
 
 def _stop_requested(stop: dict, runtime: Runtime) -> bool:

@@ -1,5 +1,5 @@
 """Datasets of the MGiaD paper (Fashion-MNIST, CIFAR-10/100, Tiny ImageNet, ImageNet) plus
-scikit-learn's digits as an offline default, behind one loader factory::
+the bundled 8x8 digits as an offline default, behind one loader factory::
 
     from mgiad.data import build_loaders, dataset_info
     train, test = build_loaders("cifar10", "data", batch_size=128, device="cuda", download=True)
