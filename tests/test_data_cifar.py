@@ -12,6 +12,14 @@ from mgiad.data.cifar import load_cifar
 from mgiad.data.download import MD5
 from mgiad.data.synthetic import write_cifar_tarball
 
+
+@pytest.fixture(autouse=True)
+def small_synthetic_files(monkeypatch):
+    """These tests use small files in the datasets' original formats, not the real datasets: the
+    split-size and checksum verification (tests/test_data_verify.py) is off here."""
+    monkeypatch.setenv("MGIAD_VERIFY_DATA", "0")
+
+
 ARCHIVE = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
 FOLDER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 

@@ -16,6 +16,14 @@ from mgiad.data import download as dl
 from mgiad.data.synthetic import write_cifar_tarball, write_fashion_mnist, write_tiny_imagenet_zip
 
 
+@pytest.fixture(autouse=True)
+def small_synthetic_files(monkeypatch):
+    """These tests use small files in the datasets' original formats, not the real datasets: the
+    split-size and checksum verification (tests/test_data_verify.py) is off here."""
+    monkeypatch.setenv("MGIAD_VERIFY_DATA", "0")
+
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

@@ -13,6 +13,14 @@ from mgiad.data import folder as folder_mod
 from mgiad.data.folder import load_tiny_imagenet, random_resized_crop, resize_center_crop
 from mgiad.data.synthetic import write_imagenet_folders, write_tiny_imagenet_zip
 
+
+@pytest.fixture(autouse=True)
+def small_synthetic_files(monkeypatch):
+    """These tests use small files in the datasets' original formats, not the real datasets: the
+    split-size and checksum verification (tests/test_data_verify.py) is off here."""
+    monkeypatch.setenv("MGIAD_VERIFY_DATA", "0")
+
+
 WNIDS = ("n02", "n01", "n03")  # wnids.txt order is not sorted: class index = sorted position
 
 

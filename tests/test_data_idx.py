@@ -11,6 +11,14 @@ from mgiad.data.download import MD5
 from mgiad.data.idx import load_fashion_mnist, read_idx
 from mgiad.data.synthetic import write_fashion_mnist, write_idx_gz
 
+
+@pytest.fixture(autouse=True)
+def small_synthetic_files(monkeypatch):
+    """These tests use small files in the datasets' original formats, not the real datasets: the
+    split-size and checksum verification (tests/test_data_verify.py) is off here."""
+    monkeypatch.setenv("MGIAD_VERIFY_DATA", "0")
+
+
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
 
 

@@ -162,7 +162,8 @@ def test_a_prefix_run_extends_to_the_same_weights_as_a_longer_run(tmp_path):
     run = longer[0].directory(tmp_path / "a")
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["epochs"] == 2
-    assert config["epochs_changed"] == [{"at_epoch": 1, "from": 1, "to": 2, "note": ""}]
+    assert config["changes_on_resume"] == [
+        {"at_epoch": 1, "from": {"epochs": 1}, "to": {"epochs": 2}, "note": ""}]
     direct = ex.run_grid(longer, tmp_path / "b", OPTIONS, log=quiet)
     assert direct[0].status == "trained"
     extended = load_checkpoint(run / "last.pt")["model"]

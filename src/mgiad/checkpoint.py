@@ -11,17 +11,26 @@ import torch
 from torch import nn
 
 __all__ = ["CheckpointError", "atomic_write", "save_checkpoint", "load_checkpoint", "load_model_state",
-           "write_json_atomic", "model_from_checkpoint"]
+           "write_json_atomic", "model_from_checkpoint", "check_training_state"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or does not fit the model."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
+    """Write ``path`` through a temporary file and a rename (readers never see half a file),
+    with the permissions a plain ``open`` would give under the process's umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would not
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -49,16 +58,39 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             if (path / name).is_file():
                 path = path / name
                 break
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder without a checkpoint (best.pt or last.pt): "
+                              "not a run directory, or a run that has not finished an epoch yet")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (a write cut short?)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, not a checkpoint, or one that would run code
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]}") from None
+        unsafe = "weights_only" in str(exc) or "Unsupported global" in str(exc)
+        reason = ("it holds objects other than tensors and plain data, which mgiad never writes "
+                  "and will not unpickle (they could run code)" if unsafe else
+                  f"truncated or not a checkpoint ({type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'})")
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not an mgiad checkpoint (no 'model' and 'config' entries)")
     return state
+
+
+def check_training_state(state: dict, path) -> None:
+    """The entries a resumed run needs, with the right types, or a :class:`CheckpointError`."""
+    expected = {"epoch": int, "batch": int, "optimizer": dict, "history": list, "best_acc": float,
+                "rng": torch.Tensor}
+    wrong = [k for k, kind in expected.items()
+             if not isinstance(state.get(k), (int, float) if kind is float else kind)
+             or isinstance(state.get(k), bool)]
+    train = state["config"].get("train") if isinstance(state.get("config"), dict) else None
+    if wrong or not isinstance(train, dict):
+        what = ", ".join(wrong + ([] if isinstance(train, dict) else ["config.train"]))
+        raise CheckpointError(f"{path} cannot be resumed: it lacks or has malformed {what} "
+                              "(not a training checkpoint written by mgiad train, or damaged)")
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint"):
@@ -83,7 +115,11 @@ def model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.dev
     """Rebuild the model recorded in a checkpoint's config and load its weights."""
     from .registry import create_model
     state = load_checkpoint(path, map_location)
-    args = dict(state["config"]["model_args"])
-    model = create_model(state["config"]["model"], **args)
+    config = state["config"]
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str) \
+            or not isinstance(config.get("model_args"), dict):
+        raise CheckpointError(f"checkpoint {path} does not record its model (config.model and "
+                              "config.model_args); it was not written by mgiad train")
+    model = create_model(config["model"], **dict(config["model_args"]))
     load_model_state(model, state["model"], f"checkpoint {path}")
     return model, state

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import json
 import sys
 from typing import Any, Sequence
@@ -193,7 +194,8 @@ def _dataset_names() -> list[str]:
 def _train_config(args: argparse.Namespace):
     from .train import TrainConfig
     config = TrainConfig(model=args.model, model_args=model_kwargs_from_args(args),
-                         dataset=args.dataset, data_dir=args.data_dir, download=args.download)
+                         dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+                         verify_data=not getattr(args, "no_verify_data", False))
     for name in ("epochs", "batch_size", "lr", "schedule", "step_size", "gamma", "momentum",
                  "weight_decay", "label_smoothing", "augment", "seed", "device", "amp", "channels_last",
                  "compile", "workers", "out", "progress", "tensorboard"):
@@ -217,12 +219,18 @@ def _train_or_resume(args: argparse.Namespace) -> int:
         args.resume = args.resume or args.out
         if not args.resume:
             raise ValueError("--resume needs the run to continue: --resume runs/<name>")
-        given = [a for a in ("batch_size", "lr", "schedule", "seed") if getattr(args, a) is not None]
+        from .train import RESUME_OVERRIDES
+        fixed = ("batch_size", "schedule", "step_size", "seed", "label_smoothing", "augment",
+                 "amp", "channels_last")
+        given = [a for a in fixed if getattr(args, a, None) is not None]
+        given += [a for a in model_kwargs_from_args(args) if a not in ("num_classes", "in_chans")]
         if given:
-            raise ValueError(f"--resume continues the recorded configuration (only --epochs may "
-                             f"change, to extend it); drop "
+            raise ValueError(f"--resume continues the recorded run; only "
+                             f"{', '.join('--' + o.replace('_', '-') for o in RESUME_OVERRIDES)} "
+                             f"may change (recorded in its config.json); drop "
                              f"{', '.join('--' + g.replace('_', '-') for g in given)}")
-        train(_train_config(args), resume=args.resume, epochs=args.epochs)
+        overrides = {k: getattr(args, k) for k in RESUME_OVERRIDES}
+        train(_train_config(args), resume=args.resume, **overrides)
         return 0
     train(_train_config(args))
     return 0
@@ -333,6 +341,9 @@ def _add_train(sub) -> None:
     r.add_argument("--seed", type=int, default=None, help="random seed (0); same seed, same run")
     e = p.add_argument_group("execution")
     e.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>-<time>)")
+    e.add_argument("--no-verify-data", action="store_true",
+                   help="skip the dataset checks (split sizes; Fashion-MNIST's published MD5s), "
+                   "e.g. for a deliberate subset; also MGIAD_VERIFY_DATA=0")
     e.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
                    help="continue the run in RUN (a run directory or its last.pt; default: --out)")
     e.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
@@ -409,10 +420,30 @@ _EXTRA_COMMANDS: list = [_add_train, _add_eval, add_reproduce, add_report, add_e
 
 
 def _is_user_error(exc: Exception) -> bool:
-    """Bad input and diverged runs are reported in one line; anything else is a bug: traceback."""
+    """Bad input, diverged runs and the file system's refusals are reported in one paragraph;
+    anything else is a bug: traceback."""
     train = sys.modules.get("mgiad.train")
-    return isinstance(exc, (ValueError, FileNotFoundError)) or (
+    return isinstance(exc, (ValueError, OSError)) or (
         train is not None and isinstance(exc, train.TrainingDiverged))
+
+
+def _describe_error(exc: Exception) -> str:
+    """One paragraph for the user; OS errors say which file and what to do."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.errno:
+        import errno
+        where = f" {exc.filename}" if exc.filename else ""
+        advice = {errno.ENOSPC: "no space left on the device: free some space and run the same "
+                                "command again (files already written are intact: every write "
+                                "goes to a temporary file first)",
+                  errno.EDQUOT: "disk quota exceeded: free some space and run the command again",
+                  errno.EACCES: "permission denied: choose a folder you can write to (--out)",
+                  errno.EPERM: "operation not permitted: choose a folder you can write to",
+                  errno.EROFS: "the file system is read-only: choose another folder (--out)",
+                  errno.EISDIR: "a folder is where a file was expected",
+                  errno.ENOTDIR: "a file is where a folder was expected"}.get(exc.errno)
+        if advice:
+            return f"cannot use{where}: {advice}"
+    return str(exc)
 
 
 _HEAVY_COMMANDS = {"train", "eval", "reproduce", "bench", "predict"}
@@ -429,10 +460,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         tune_malloc()  # reuse freed feature maps instead of page-faulting them in every step
     try:
         return args.func(args) or 0
+    except BrokenPipeError:  # the reader went away (`mgiad ... | head`): stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
     except Exception as exc:
         if not _is_user_error(exc):
             raise
-        print(f"mgiad {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mgiad {args.command}: error: {_describe_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mgiad {args.command}: interrupted", file=sys.stderr)

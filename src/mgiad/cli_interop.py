@@ -34,6 +34,16 @@ def _input_size(model, recorded: dict, given: int | None) -> int:
 
 
 # ---------------------------------------------------------------------------------- export
+def _refuse_overwriting_the_source(source: "Path", out: "Path") -> None:
+    """``--out`` must not be the checkpoint (or a file of the run directory) being exported."""
+    protected = {source.resolve()}
+    if source.is_dir():
+        protected |= {p.resolve() for p in source.iterdir()}
+    if out.resolve() in protected or out.resolve() == source.resolve():
+        raise ValueError(f"--out {out} would overwrite the model being exported ({source}); "
+                         "choose another file")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
     fmt = args.format or _SUFFIX_FORMATS.get(Path(args.out).suffix.lower())
@@ -42,6 +52,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                          "onnx, torchscript or pt2")
     if not args.atol > 0:
         raise ValueError(f"--atol must be positive, got {args.atol}")
+    _refuse_overwriting_the_source(Path(args.checkpoint), Path(args.out))
     from .export import export_model
     model = _load(args.checkpoint)
     recorded = getattr(model, "preprocessing", {}) or {}

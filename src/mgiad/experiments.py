@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 
 from . import paper
 from .paper import PaperRow
+from .rundir import RunDirectoryBusy, claim, release
 
 __all__ = ["Entry", "Experiment", "Budget", "RunSpec", "RunResult", "EXPERIMENTS", "get_experiment",
            "plan", "shard", "parse_shard", "run_status", "run_one", "run_grid", "slurm_jobs",
@@ -316,7 +317,7 @@ def spec_status(spec: RunSpec, root: str | Path) -> str:
 class RunResult:
     spec: RunSpec
     directory: Path
-    status: str          # skipped | trained | resumed | failed
+    status: str          # skipped | trained | resumed | busy (another process) | failed
     error: str = ""
     seconds: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
@@ -337,25 +338,25 @@ def run_one(spec: RunSpec, root: str | Path, options: dict[str, Any] | None = No
     from .checkpoint import write_json_atomic
     from .train import TrainConfig, train
     directory = spec.directory(root)
-    status = run_status(directory)
-    target = spec.epochs
-    if status == "done":
-        summary = json.loads((directory / "summary.json").read_text())
-        if not (spec.budget.prefix and summary.get("epochs", target) < target):
-            return RunResult(spec, directory, "skipped", summary=summary)
-        status = "partial"  # a prefix of the asked-for run: extend it
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(spec.describe(), directory / EXPERIMENT_FILE)
-    (directory / "error.log").unlink(missing_ok=True)
-    tee = _tee(directory / "train.log", log)
-    start = time.time()
-    if status == "partial":
-        summary = train(TrainConfig(), resume=directory, log=tee,
-                        epochs=target if spec.budget.prefix else None)
-        kind = "resumed"
-    else:
-        summary = train(spec.train_config(root, options), log=tee)
-        kind = "trained"
+    claim(directory)  # RunDirectoryBusy if another process (a second reproduce) trains it
+    try:
+        status = spec_status(spec, root)  # read under the claim: nobody else changes it now
+        if status == "done":
+            return RunResult(spec, directory, "skipped",
+                             summary=json.loads((directory / "summary.json").read_text()))
+        write_json_atomic(spec.describe(), directory / EXPERIMENT_FILE)
+        (directory / "error.log").unlink(missing_ok=True)
+        tee = _tee(directory / "train.log", log)
+        start = time.time()
+        if status in ("partial", "shorter"):  # shorter: a prefix of the asked-for run, extended
+            summary = train(TrainConfig(), resume=directory, log=tee,
+                            epochs=spec.epochs if spec.budget.prefix else None)
+            kind = "resumed"
+        else:
+            summary = train(spec.train_config(root, options), log=tee)
+            kind = "trained"
+    finally:
+        release(directory)
     return RunResult(spec, directory, kind, seconds=time.time() - start, summary=summary)
 
 
@@ -380,6 +381,9 @@ def run_grid(specs: list[RunSpec], root: str | Path, options: dict[str, Any] | N
         except KeyboardInterrupt:
             log(f"{prefix}: interrupted; run the same command again to resume")
             raise
+        except RunDirectoryBusy:  # another mgiad reproduce trains it: go on with the next run
+            log(f"{prefix}: in use by another process, skipped")
+            result = RunResult(spec, directory, "busy")
         except Exception as exc:  # a failed run never stops the others
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "error.log").write_text(traceback.format_exc())
@@ -391,7 +395,8 @@ def run_grid(specs: list[RunSpec], root: str | Path, options: dict[str, Any] | N
 
 
 def summarize(results: list[RunResult]) -> str:
-    counts = {k: sum(r.status == k for r in results) for k in ("trained", "resumed", "skipped", "failed")}
+    counts = {k: sum(r.status == k for r in results)
+              for k in ("trained", "resumed", "skipped", "busy", "failed")}
     text = ", ".join(f"{v} {k}" for k, v in counts.items())
     failed = [f"  {r.spec.experiment}/{r.spec.name}: {r.error}" for r in results if r.status == "failed"]
     return f"{len(results)} runs: {text}" + ("\nfailed:\n" + "\n".join(failed) if failed else "")

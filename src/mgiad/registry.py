@@ -11,6 +11,7 @@ arguments on the model as ``model.config`` (JSON-serialisable), so it can be reb
 from __future__ import annotations
 
 import fnmatch
+import os
 import inspect
 from typing import Any, Callable
 
@@ -69,6 +70,40 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     return _create_registered(name, **kwargs)
 
 
+# Sizes beyond these are refused before anything is allocated (a config.json or checkpoint from
+# elsewhere is untrusted input); MGIAD_ALLOW_LARGE_MODELS=1 lifts the limits for a user who means it
+MAX_PARAMETERS = 2_000_000_000
+MAX_INT_ARGUMENT = 1_000_000   # any integer argument (channels, classes, steps, ...)
+MAX_LIST_ARGUMENT = 64         # entries of a list argument (resolution levels, ...)
+MAX_STEP_ARGUMENT = 1_000      # smoothing steps, blocks (each is a module: Python-time, not memory)
+_STEP_ARGUMENTS = ("smoothing_steps", "blocks", "pre_smooth", "post_smooth")
+
+
+def check_model_size(name: str, arguments: dict[str, Any]) -> None:
+    """Refuse absurd sizes: argument values first (cheap), then the weight count of the model
+    built on the ``meta`` device (no memory). ``ValueError`` naming the override."""
+    if os.environ.get("MGIAD_ALLOW_LARGE_MODELS") == "1":
+        return
+    hint = "; set MGIAD_ALLOW_LARGE_MODELS=1 if you mean it"
+    for key, value in arguments.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, (list, tuple)) and len(values) > MAX_LIST_ARGUMENT:
+            raise ValueError(f"model {name!r}: {key} has {len(values)} entries (limit "
+                             f"{MAX_LIST_ARGUMENT}){hint}")
+        limit = MAX_STEP_ARGUMENT if key in _STEP_ARGUMENTS else MAX_INT_ARGUMENT
+        for v in values:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > limit:
+                raise ValueError(f"model {name!r}: {key}={value!r} is beyond the limit {limit:,}"
+                                 f"{hint}")
+    import torch
+    with torch.device("meta"):
+        probe = _builder(name)(**arguments)
+    weights = sum(p.numel() for p in probe.parameters())
+    if weights > MAX_PARAMETERS:
+        raise ValueError(f"model {name!r} with these arguments has {weights:,} weights (limit "
+                         f"{MAX_PARAMETERS:,}){hint}")
+
+
 def _create_registered(name: str, **kwargs: Any) -> nn.Module:
     builder = _builder(name)
     valid = model_arguments(name)
@@ -77,6 +112,7 @@ def _create_registered(name: str, **kwargs: Any) -> nn.Module:
         raise ValueError(f"model {name!r} got unknown argument(s) {', '.join(unknown)}; "
                          f"valid arguments: {', '.join(valid)}")
     arguments = {**valid, **kwargs}
+    check_model_size(name, arguments)
     model = builder(**arguments)
     model.config = {"model": name, **{k: _jsonable(v) for k, v in arguments.items()}}
     return model

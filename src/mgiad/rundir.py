@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["RunDirectoryBusy", "claim", "release", "check_output_directory", "is_run_directory"]
+__all__ = ["RunDirectoryBusy", "claim", "release", "ensure_free", "check_output_directory",
+           "is_run_directory"]
 
 LOCK_NAME = ".lock"
+# what mgiad itself puts in a run folder before its first checkpoint (reproduce's bookkeeping)
+OWN_FILES = {LOCK_NAME, "experiment.json", "train.log", "error.log"}
 _held: dict[Path, list] = {}  # resolved directory -> [file object, claim count]
 
 
@@ -38,7 +41,7 @@ def check_output_directory(directory: Path) -> None:
         raise ValueError(f"--out {directory} is a file; give a folder for the run")
     if not directory.is_dir():
         return
-    entries = [p.name for p in directory.iterdir() if p.name != LOCK_NAME]
+    entries = [p.name for p in directory.iterdir() if p.name not in OWN_FILES]
     if entries and not is_run_directory(directory):
         shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
         raise ValueError(f"--out {directory} is not empty and not an mgiad run ({shown}); "
@@ -74,6 +77,14 @@ def claim(directory: str | os.PathLike) -> None:
     _held[key] = [handle, 1]
     for leftover in key.glob(".*.tmp"):  # an atomic write cut short by SIGKILL or a power loss
         leftover.unlink(missing_ok=True)
+
+
+def ensure_free(directory: str | os.PathLike) -> None:
+    """Raise :class:`RunDirectoryBusy` now if another process holds ``directory`` (for a clear
+    error before reading its files; the real claim comes later)."""
+    if Path(directory).is_dir():
+        claim(directory)
+        release(directory)
 
 
 def release(directory: str | os.PathLike) -> None:

@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .checkpoint import (atomic_write, load_checkpoint, load_model_state, save_checkpoint,
-                         write_json_atomic)
+from .checkpoint import (CheckpointError, atomic_write, check_training_state, load_checkpoint,
+                         load_model_state, save_checkpoint, write_json_atomic)
 from .counting import count_flops, count_parameters
 from .data import build_loaders, dataset_info
 from .progress import ProgressReporter, progress_bar
 from .registry import create_model, model_arguments
+from .rundir import check_output_directory, claim, ensure_free, release
 
 __all__ = ["TrainConfig", "PRESETS", "Trainer", "resolve_config", "train", "evaluate",
            "TrainingDiverged", "shutdown_distributed"]
@@ -64,6 +65,7 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
+    verify_data: bool = True       # split sizes and known checksums (mgiad.data.verify)
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -111,6 +113,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     model_args.update(config.model_args)
     valid = model_arguments(config.model)  # raises for unknown models
     model_args = {k: v for k, v in model_args.items() if k in valid or k in config.model_args}
+    classes, chans = model_args.get("num_classes"), model_args.get("in_chans")
+    if isinstance(classes, int) and classes < info.num_classes:
+        raise ValueError(f"num_classes={classes}: {info.name} has {info.num_classes} classes (labels "
+                         f"0-{info.num_classes - 1}); give at least {info.num_classes}")
+    if isinstance(chans, int) and chans != info.in_chans:
+        raise ValueError(f"in_chans={chans}: {info.name} images have {info.in_chans} channel(s)")
     augment = info.augment if config.augment is None else config.augment
     resolved = dataclasses.replace(config, dataset=info.name, model_args=model_args,
                                    augment=augment, **values)
@@ -122,23 +130,52 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"lr must be a positive number, got {resolved.lr!r}")
     if resolved.schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {resolved.schedule!r}")
-    if not 0 <= resolved.label_smoothing < 1:
+    def number(name: str) -> float:
+        value = getattr(resolved, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        return value
+    if not 0 <= number("label_smoothing") < 1:
         raise ValueError(f"label_smoothing must be in [0, 1), got {resolved.label_smoothing!r}")
-    if resolved.weight_decay < 0 or not 0 <= resolved.momentum < 1:
-        raise ValueError("weight_decay must be >= 0 and momentum in [0, 1)")
+    if number("weight_decay") < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {resolved.weight_decay!r}")
+    if not 0 <= number("momentum") < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {resolved.momentum!r}")
+    if not 0 < number("gamma") <= 1:
+        raise ValueError(f"gamma (the step schedule's decay factor) must be in (0, 1], got "
+                         f"{resolved.gamma!r}")
+    if resolved.workers is not None and (isinstance(resolved.workers, bool) or
+                                         not isinstance(resolved.workers, int) or resolved.workers < 0):
+        raise ValueError(f"workers must be an integer >= 0, got {resolved.workers!r}")
     return resolved
 
 
-def _check_new_epochs(config: TrainConfig, epochs: int, done: int) -> dict[str, Any]:
-    """Validate a new epoch budget for a resumed run; describe the change for config.json."""
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < max(done, 1):
+# what a resumed run may change: its length and optimiser settings (e.g. a lower learning rate
+# after a divergence), and where and how it runs
+RESUME_OVERRIDES = ("epochs", "lr", "gamma", "momentum", "weight_decay", "data_dir", "device",
+                    "workers", "progress", "tensorboard", "compile")
+
+
+def _resume_changes(config: TrainConfig, overrides: dict[str, Any], done: int) -> dict | None:
+    """Validate settings changed when resuming a run; describe the change for config.json."""
+    unknown = sorted(set(overrides) - set(RESUME_OVERRIDES))
+    if unknown:
+        raise ValueError(f"a resumed run keeps its recorded {', '.join(unknown)}; only "
+                         f"{', '.join(RESUME_OVERRIDES)} may change")
+    changed = {k: v for k, v in overrides.items() if getattr(config, k) != v}
+    if not (set(changed) - {"data_dir", "device", "workers", "progress", "tensorboard"}):
+        return None  # where and how it runs: not a change of the run
+    epochs = changed.get("epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
+                               or epochs < max(done, 1)):
         raise ValueError(f"--epochs {epochs!r}: the run has already trained {done} epochs; give "
                          f"at least {max(done, 1)}")
     note = ""
-    if config.schedule == "cosine":  # the cosine curve depends on the total: say so, allow it
+    if epochs is not None and config.schedule == "cosine":  # the curve depends on the total
         note = (f"; the cosine schedule now anneals to epoch {epochs}, so from epoch {done + 1} "
                 f"on this run differs from one planned with {epochs} epochs")
-    return {"at_epoch": done, "from": config.epochs, "to": epochs, "note": note}
+    return {"at_epoch": done, "from": {k: getattr(config, k) for k in changed}, "to": changed,
+            "note": note}
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -173,7 +210,12 @@ def setup_runtime(device: str) -> Runtime:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but no CUDA device is available")
@@ -246,20 +288,30 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, resume: str | os.PathLike | None = None, log=print,
-                 epochs: int | None = None):
+                 overrides: dict[str, Any] | None = None):
         checkpoint, extended = None, None
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
         if resume is not None:
             path = Path(resume)
+            if int(os.environ.get("RANK", "0")) == 0:
+                ensure_free(path if path.is_dir() else path.parent)
+            if path.is_dir() and not (path / "last.pt").is_file():
+                raise CheckpointError(f"{path} holds no last.pt: nothing to resume (a run that "
+                                      "had not finished its first epoch, or not a run directory)")
             checkpoint = load_checkpoint(path / "last.pt" if path.is_dir() else path)
-            recorded = dict(checkpoint["config"]["train"])
+            check_training_state(checkpoint, path)
+            recorded = dict(checkpoint["config"].get("train") or {})
             recorded.setdefault("augment", True)  # runs from before the field always augmented
-            config = TrainConfig.from_json(recorded)
+            try:
+                config = TrainConfig.from_json(recorded)
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"the checkpoint in {path} does not record a usable "
+                                      f"training configuration ({exc})") from None
             config.out = str(path if path.is_dir() else path.parent)
-            if epochs is not None and epochs != config.epochs:
-                extended = _check_new_epochs(config, epochs, checkpoint["epoch"])
-                config.epochs = epochs
-        elif epochs is not None:
-            config = dataclasses.replace(config, epochs=epochs)
+            extended = _resume_changes(config, overrides, checkpoint["epoch"])
+            config = dataclasses.replace(config, **overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
         self.config = config = resolve_config(config)
         self.log = log
         self.runtime = runtime = setup_runtime(config.device)
@@ -269,6 +321,14 @@ class Trainer:
         self.show_progress = runtime.is_main and (sys.stderr.isatty() if config.progress is None
                                                   else config.progress)
         self.out = self._run_dir(checkpoint is not None)
+        try:
+            self._build(checkpoint, extended)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, checkpoint: dict | None, extended: dict | None) -> None:
+        config, runtime, log = self.config, self.runtime, self.log
         if config.batch_size % runtime.world_size:
             raise ValueError(f"batch_size={config.batch_size} is the global batch; it must be "
                              f"divisible by the {runtime.world_size} processes")
@@ -287,8 +347,10 @@ class Trainer:
         self.epoch, self.batch, self.best_acc, self.history = 0, 0, -1.0, []
         self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
         if checkpoint is not None:
-            load_model_state(model, checkpoint["model"], f"checkpoint {resume}")
+            load_model_state(model, checkpoint["model"], f"checkpoint in {self.out}")
             self.optimizer.load_state_dict(checkpoint["optimizer"])
+            for group in self.optimizer.param_groups:  # settings changed on resuming apply
+                group.update(momentum=config.momentum, weight_decay=config.weight_decay)
             self.epoch, self.batch = checkpoint["epoch"], checkpoint["batch"]
             self.best_acc, self.history = checkpoint["best_acc"], list(checkpoint["history"])
             self.partial = dict(checkpoint.get("partial", self.partial))
@@ -297,22 +359,26 @@ class Trainer:
         self.train_loader, self.test_loader = build_loaders(
             config.dataset, config.data_dir, batch_size=config.batch_size // runtime.world_size,
             device=runtime.device, download=config.download, augment=config.augment,
+            verify=None if config.verify_data else False,
             seed=config.seed, rank=runtime.rank, world_size=runtime.world_size,
             workers=config.workers)
         self.run_config = self._describe()
-        if checkpoint is not None:  # keep the record of earlier changes of the epoch budget
-            self.run_config["epochs_changed"] = list(checkpoint["config"].get("epochs_changed", []))
+        if checkpoint is not None:  # keep the record of settings changed on resuming
+            self.run_config["changes_on_resume"] = list(
+                checkpoint["config"].get("changes_on_resume", []))
             if extended is not None:
-                self.run_config["epochs_changed"].append(extended)
+                self.run_config["changes_on_resume"].append(extended)
         self.writer = None
         if runtime.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             if checkpoint is None or extended is not None:
                 write_json_atomic(self.run_config, self.out / "config.json")
-            if extended is not None:  # the run is unfinished again until its new last epoch
+            if extended is not None and "epochs" in extended["to"]:  # unfinished again
                 (self.out / "summary.json").unlink(missing_ok=True)
-                log(f"run {self.out}: epochs {extended['from']} -> {extended['to']} "
-                    f"(after epoch {extended['at_epoch']}){extended['note']}")
+                changes = ", ".join(f"{k} {extended['from'][k]} -> {v}"
+                                    for k, v in extended["to"].items())
+                log(f"run {self.out}: {changes} (from epoch {extended['at_epoch'] + 1})"
+                    f"{extended['note']}")
             log(f"run {self.out}: {config.model} ({self.weights:,} weights, "
                 f"{self.flops.gflops:.3f} GFLOPs) on {info.name}, {config.epochs} epochs, batch "
                 f"{config.batch_size}{f' ({runtime.world_size} ranks)' if runtime.distributed else ''}"
@@ -330,10 +396,21 @@ class Trainer:
             names = [str(out)]
             dist.broadcast_object_list(names, src=0)
             out = Path(names[0])
-        if not resuming and (out / "last.pt").exists():
-            raise ValueError(f"{out} already holds a run; continue it with --resume {out} "
-                             "or choose another --out")
+        if runtime.is_main:
+            if not resuming:
+                check_output_directory(out)
+            claim(out)  # this process's run directory until close(): no second trainer in it
+            if not resuming and (out / "last.pt").exists():
+                release(out)
+                raise ValueError(f"{out} already holds a run; continue it with --resume {out} "
+                                 "(or extend a finished one with --resume --epochs N), or choose "
+                                 "another --out")
         return out
+
+    def close(self) -> None:
+        """Give the run directory back (a crashed process gives it back by exiting)."""
+        if self.runtime.is_main and getattr(self, "out", None) is not None:
+            release(self.out)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP (with SyncBatchNorm on CUDA) under torchrun, then torch.compile if asked for."""
@@ -537,15 +614,20 @@ class Trainer:
 
 
 def train(config: TrainConfig, resume: str | os.PathLike | None = None, log=print,
-          return_model: bool = False, epochs: int | None = None):
+          return_model: bool = False, **overrides):
     """Train ``config`` and return the summary (and the trained model if ``return_model``).
 
     ``resume``: a run directory or ``last.pt`` to continue; the configuration is taken from it.
-    ``epochs``: a new epoch budget for the resumed run (e.g. to extend a finished one; with the
-    step schedule the longer run is the same as one planned that long from the start).
+    ``overrides`` (with ``resume``): ``epochs`` (e.g. extend a finished run; with the step
+    schedule the longer run is the one planned that long from the start), ``lr`` (the schedule's
+    base learning rate from the resumed epoch on, e.g. after a divergence), ``gamma``,
+    ``momentum``, ``weight_decay``; each change is recorded in config.json.
     """
-    trainer = Trainer(config, resume, log, epochs=epochs)
-    summary = trainer.fit()
+    trainer = Trainer(config, resume, log, overrides=overrides)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
     return (summary, trainer.model) if return_model else summary
 
 

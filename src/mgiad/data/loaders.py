@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .info import DATASETS, DatasetError, DatasetInfo, canonical_name, default_data_dir
 from .transforms import Normalize, train_augment
+from .verify import verification_enabled, verify_splits
 
 __all__ = ["build_loaders", "shard_indices", "InMemoryLoader", "StreamingLoader"]
 
@@ -198,7 +199,7 @@ def _check_int(value, name: str, low: int) -> int:
 
 def build_loaders(name: str, data_dir=None, *, batch_size: int, device="cpu", download: bool = False,
                   augment: bool | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
-                  workers: int | None = None, drop_last: bool = True):
+                  workers: int | None = None, drop_last: bool = True, verify: bool | None = None):
     """``(train_loader, test_loader)`` for dataset ``name`` (see :data:`~mgiad.data.DATASETS`).
 
     Both yield ``(x, y)``: x float32 ``(N, C, H, W)`` normalised with the dataset's mean/std, y
@@ -206,7 +207,9 @@ def build_loaders(name: str, data_dir=None, *, batch_size: int, device="cpu", do
     ``dataset_size`` (images in the whole split), ``batch_size`` and ``evaluation()`` (the same
     split as the test loader reads one: e.g. to measure training-set accuracy). The test loader
     never augments, shuffles or drops. ``augment`` (training batches; ``None``: the dataset's
-    default, :attr:`DatasetInfo.augment`: crops and flips, none for Fashion-MNIST). ``data_dir`` defaults to ``$MGIAD_DATA_DIR`` or ``./.data``
+    default, :attr:`DatasetInfo.augment`: crops and flips, none for Fashion-MNIST). ``verify``
+    checks split sizes and known checksums (:mod:`mgiad.data.verify`; ``None``: on unless
+    ``MGIAD_VERIFY_DATA=0``). ``data_dir`` defaults to ``$MGIAD_DATA_DIR`` or ``./.data``
     (ignored by ``digits``); ``download`` fetches missing files. ``workers`` is the number of
     DataLoader processes for ImageNet (default ``min(8, cpu_count)``) and of decoding threads
     for the first Tiny ImageNet load; other datasets live in memory and need none.
@@ -229,6 +232,8 @@ def build_loaders(name: str, data_dir=None, *, batch_size: int, device="cpu", do
     common = dict(batch_size=batch_size, device=device, seed=seed, rank=rank, world_size=world_size)
     if info.in_memory:
         splits = _load_in_memory(key, data_dir, download, workers)
+        if verification_enabled(verify):
+            verify_splits(info, splits, data_dir)
         train = InMemoryLoader(*splits["train"], info, augment=train_augment(key) if augment else None,
                                train=True, drop_last=drop_last, **common)
         test = InMemoryLoader(*splits["test"], info, train=False, drop_last=False, **common)
