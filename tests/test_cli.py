@@ -37,7 +37,7 @@ def test_count_paper_prints_every_row_and_marks_anomalies(capsys):
 
 def test_sequence_flags(capsys):
     assert main(["count", "--model", "mgnet", "--widths", "16", "32", "64",
-                 "--smoothing-steps", "3", "--json"]) == 0
+                 "--smoothing-steps", "3", "--dataset", "cifar10", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["weights"] == 101_338
 
 
@@ -52,9 +52,33 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys):
 
 
 def test_console_script_and_module_entry_point():
-    out = subprocess.run([sys.executable, "-m", "mgiad", "count", "--model", "resnet20"],
+    out = subprocess.run([sys.executable, "-m", "mgiad", "count", "--model", "resnet20",
+                          "--dataset", "cifar10"],
                          capture_output=True, text=True, check=True).stdout
     assert "269,722" in out  # option-A shortcuts, the paper's 270k
     help_text = subprocess.run([sys.executable, "-m", "mgiad", "count", "--help"],
                                capture_output=True, text=True, check=True).stdout
     assert "--coarse-channels" in help_text and "c_K" in help_text
+
+
+def test_count_describes_what_train_trains_and_accepts_digits(capsys):
+    from mgiad.cli import main
+    assert main(["count"]) == 0
+    default = capsys.readouterr().out
+    assert main(["count", "--dataset", "digits"]) == 0
+    assert capsys.readouterr().out == default
+    assert "widths=(16, 32, 64) coarse_channels=16 group_size=4" in default and "28,026" in default
+    assert "(digits)" in default and "1x32x32" in default
+
+
+def test_flop_count_prints_readably():
+    import mgiad
+    flops = mgiad.count_flops(mgiad.create_model("mgiad", width_mult=3, group_size=8), 32)
+    assert repr(flops) == "FlopCount(macs=633.9M, flops=1.268G)"
+
+
+def test_bench_help_is_plain_text():
+    out = subprocess.run([sys.executable, "-m", "mgiad", "bench", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "``" not in out and ":func:" not in out and "**" not in out
+    assert "mgiad.export.fuse_bn" in out

@@ -18,7 +18,7 @@ TINY = ex.Experiment("tiny", "Tiny grid on digits", (
     ex.Entry("MGiaD tiny", "mgiad", dict(widths=(8, 16), coarse_channels=4, group_size=2), "digits"),
     ex.Entry("ResNet20 x0.5", "resnet20", dict(width_mult=0.5), "digits"),
 ))
-BUDGET = ex.Budget(epochs=1, batch_size=32)
+BUDGET = ex.Budget(epochs=1, batch_size=64)
 OPTIONS = dict(progress=False)
 
 
@@ -59,8 +59,8 @@ def test_grid_creates_every_run(grid):
     assert [r.status for r in results] == ["trained"] * 4
     names = sorted(p.name for p in (root / "tiny").iterdir())
     assert names == sorted(s.name for s in specs) == [
-        "digits-mgiad-w8.16-ck4-gs2-e1-b32-s0", "digits-mgiad-w8.16-ck4-gs2-e1-b32-s1",
-        "digits-resnet20-x0.5-e1-b32-s0", "digits-resnet20-x0.5-e1-b32-s1"]
+        "digits-mgiad-w8.16-ck4-gs2-e1-b64-s0", "digits-mgiad-w8.16-ck4-gs2-e1-b64-s1",
+        "digits-resnet20-x0.5-e1-b64-s0", "digits-resnet20-x0.5-e1-b64-s1"]
     for spec in specs:
         d = spec.directory(root)
         assert {"config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json",
@@ -68,8 +68,8 @@ def test_grid_creates_every_run(grid):
         info = json.loads((d / "experiment.json").read_text())
         config = json.loads((d / "config.json").read_text())
         assert info["seed"] == config["train"]["seed"] == spec.seed
-        assert info["budget"] == {"tag": "e1-b32", "overrides": {"epochs": 1, "batch_size": 32}}
-        assert config["train"]["epochs"] == 1 and config["train"]["batch_size"] == 32
+        assert info["budget"] == {"tag": "e1-b64", "overrides": {"epochs": 1, "batch_size": 64}}
+        assert config["train"]["epochs"] == 1 and config["train"]["batch_size"] == 64
     # the seeds differ: different initialisations, different results
     a, b = (json.loads((s.directory(root) / "metrics.jsonl").read_text().splitlines()[0])
             for s in specs if s.entry.model == "mgiad")
@@ -106,7 +106,7 @@ def test_killed_run_resumes_and_failure_does_not_stop_the_grid(tmp_path, monkeyp
         ex.run_grid(specs, tmp_path, OPTIONS, log=quiet)
     first = specs[0].directory(tmp_path)
     assert ex.run_status(first) == "partial" and ex.run_status(specs[1].directory(tmp_path)) == "new"
-    assert load_checkpoint(first / "last.pt")["batch"] == 11  # mid-epoch: 11 of 45 batches
+    assert load_checkpoint(first / "last.pt")["batch"] == 11  # mid-epoch: 11 of 22 batches
     monkeypatch.setattr(train_mod, "_stop_requested", real)
 
     lines = []
@@ -132,7 +132,7 @@ def test_cli_exit_status_and_dry_run(tmp_path, monkeypatch, capsys):
     assert main(argv + ["--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "new" in out and "digits-mgiad-w8.16-ck4-gs3-e1-s0" in out and "1 runs" in out
-    assert "budget on digits: e1 (epochs=1, batch_size=64" in out
+    assert "budget on digits: e1 (epochs=1, batch_size=32" in out
     assert not (tmp_path / "broken").exists()  # a dry run creates nothing
     assert main(argv + ["--dry-run", "--shard", "1/2"]) == 0
     assert "shard 1/2: 0 of 1 runs" in capsys.readouterr().out
@@ -150,10 +150,10 @@ def test_a_prefix_run_extends_to_the_same_weights_as_a_longer_run(tmp_path):
     """Step schedule: asking for more epochs continues the finished run, and the result is the
     run that had been planned that long from the start."""
     one = ex.Experiment("tiny", "", TINY.entries[:1])
-    short = ex.plan(one, seeds=1, budget=ex.Budget(epochs=1, batch_size=32, schedule="step"))
-    assert short[0].budget.prefix and short[0].budget.tag == "b32-step"
+    short = ex.plan(one, seeds=1, budget=ex.Budget(epochs=1, batch_size=64, schedule="step"))
+    assert short[0].budget.prefix and short[0].budget.tag == "b64-step"
     assert [r.status for r in ex.run_grid(short, tmp_path / "a", OPTIONS, log=quiet)] == ["trained"]
-    longer = ex.plan(one, seeds=1, budget=ex.Budget(epochs=2, batch_size=32, schedule="step"))
+    longer = ex.plan(one, seeds=1, budget=ex.Budget(epochs=2, batch_size=64, schedule="step"))
     assert longer[0].name == short[0].name
     assert ex.spec_status(longer[0], tmp_path / "a") == "shorter"
     assert ex.spec_status(short[0], tmp_path / "a") == "done"

@@ -49,10 +49,10 @@ def test_report_tables_have_the_mean_and_sample_std_of_the_seeds(grid, tmp_path)
         assert int(row["weights"]) == summaries[0]["weights"]  # no paper row: the whole model
         assert f"{statistics.mean(test):.2f} ({statistics.stdev(test):.2f})" in md
         assert row["train_acc_kind"] == "eval" and row["status"] == "finished"
-        # one epoch of digits' 15, batch 32 instead of 64, and digits is not the paper's
-        assert row["budget"] == "digits, 1 of 15 ep, batch 32 (not a paper recipe)"
+        # one epoch of digits' 15, batch 64 instead of 32, and digits is not the paper's
+        assert row["budget"] == "digits, 1 of 15 ep, batch 64 (not a paper recipe)"
         assert row["reduced_budget"] == "True" and row["comparable"] == "False"
-    assert "**digits, 1 of 15 ep, batch 32 (not a paper recipe)**" in md and "ddof=1" in md
+    assert "**digits, 1 of 15 ep, batch 64 (not a paper recipe)**" in md and "ddof=1" in md
     assert "paper recipe," not in md and not re.search(r"paper \(\d+ ep\)", md)
     # the grid's runs have one epoch each: a learning-curve figure too
     assert (out / "tiny-digits-curves.png").is_file()
@@ -228,15 +228,15 @@ def test_same_seed_twice_is_one_seed_and_labels_say_whose_recipe(mixed_runs):
     assert gs8["epochs"] == "30" and gs8["paper_epochs"] == "400"
     # digits: two directories of seed 0 are one seed (the newest); not the paper's recipe
     (plain,) = _csv(out / "runs-digits.csv")
-    assert plain["budget"] == "digits, 15 ep (not a paper recipe)"
+    assert plain["budget"] == "digits, 15 ep, batch 64 (not a paper recipe)"
     assert plain["seeds"] == "2" and plain["seed_list"] == "0 1"
     assert float(plain["test_acc"]) == pytest.approx(statistics.mean((98.0, 97.6)))
     assert float(plain["test_acc_std"]) == pytest.approx(statistics.stdev((98.0, 97.6)))
     assert plain["duplicates"] == str(digits["mgiad-digits-20250101-000000"])
-    assert plain["reduced_budget"] == "False" and plain["comparable"] == "False"
+    assert plain["reduced_budget"] == "True" and plain["comparable"] == "False"  # batch 64, not 32
     text = (out / "report.md").read_text()
     assert not re.search(r"paper \(\d+ ep\)", text)
-    assert "digits, 15 ep (not a paper recipe)" in text
+    assert "digits, 15 ep, batch 64 (not a paper recipe)" in text
     assert "2 duplicate run directories dropped" in text
     assert f"`{stale}` (finished): kept `{kept[0]}` (finished)" in text
     assert f"`{digits['mgiad-digits-20250101-000000']}` (finished): kept " \
@@ -338,7 +338,7 @@ def test_report_without_matplotlib_or_runs(grid, tmp_path, monkeypatch, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["report", str(empty), "--out", str(tmp_path / "r2")]) == 1
-    assert "no finished runs" in capsys.readouterr().err
+    assert "no runs (finished or in progress)" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

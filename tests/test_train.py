@@ -301,3 +301,35 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path):
     assert config["world_size"] == 2
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # rank 0 alone writes
+
+
+def test_warm_up_ramps_the_first_epochs_and_only_the_digits_default_has_one():
+    from mgiad.train import warmup_factor
+    digits = resolve_config(TrainConfig())
+    assert digits.warmup_epochs == 1 and digits.batch_size == 32
+    assert resolve_config(TrainConfig(dataset="fashion-mnist")).warmup_epochs == 0  # the paper's
+    assert resolve_config(TrainConfig(epochs=1, warmup_epochs=None)).warmup_epochs == 1
+    two = resolve_config(TrainConfig(epochs=5, warmup_epochs=2))
+    assert [warmup_factor(two, 0, b, 10) for b in (0, 4, 9)] == [0.05, 0.25, 0.5]
+    assert warmup_factor(two, 1, 9, 10) == 1.0 and warmup_factor(two, 2, 0, 10) == 1.0
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        resolve_config(TrainConfig(epochs=2, warmup_epochs=3))
+
+
+def test_a_run_says_its_plan_an_estimate_and_progress_when_not_on_a_terminal(tmp_path, monkeypatch):
+    from mgiad import progress
+    monkeypatch.setattr(progress.ProgressReporter, "due", lambda self: self.steps % 20 == 0)
+    lines = []
+    train(tiny_config(tmp_path / "run", epochs=1), log=lines.append)
+    text = "\n".join(lines)
+    assert "1 epoch, batch 32" in text  # singular
+    assert "plan: 1 epoch x 44 steps of batch 32 = 44 steps" in text
+    assert "estimated:" in text and "s/step" in text
+    progress_lines = [l for l in lines if l.startswith("epoch 1/1 step ")]
+    assert progress_lines and all("ETA" in l for l in progress_lines), lines
+
+
+def test_format_duration():
+    from mgiad.progress import format_duration
+    assert [format_duration(s) for s in (5, 425, 3 * 3600 + 720, 50 * 3600)] == \
+        ["5s", "7m 05s", "3h 12m", "2d 02h"]

@@ -142,13 +142,16 @@ def _count_paper(args: argparse.Namespace) -> int:
 def cmd_count(args: argparse.Namespace) -> int:
     if args.paper:
         return _count_paper(args)
-    dataset = args.dataset or "cifar10"
-    if dataset not in paper.DATASET_SETTINGS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from "
-                         f"{', '.join(paper.DATASET_SETTINGS)}")
-    kwargs = model_kwargs_from_args(args, dataset)
+    from .data import dataset_info
+    from .train import PRESETS
+    dataset = args.dataset or "digits"  # what `mgiad train` trains by default
+    info = dataset_info(dataset)
+    # the model `mgiad train --dataset D` builds: the dataset's preset, then the flags given
+    kwargs = dict(PRESETS.get(info.name, {}).get("model_args", {}).get(args.model, {}))
+    kwargs.update(num_classes=info.num_classes, in_chans=info.in_chans)
+    kwargs.update(model_kwargs_from_args(args, dataset))
     model = create_model(args.model, **kwargs)
-    size = args.input_size or paper.DATASET_SETTINGS[dataset]["input_size"]
+    size = args.input_size or info.image_size
     weights = count_parameters(model)
     flops = count_flops(model, size)
     result = {"model": args.model, "dataset": dataset, "config": model.config,
@@ -172,9 +175,10 @@ def _add_count(sub) -> None:
                        description="Print a model's weights, multiply-adds and FLOPs for one image of "
                        "a dataset, or (--paper) every row of the paper's tables beside our count.")
     p.add_argument("--model", default="mgiad", choices=list_models(), help="architecture (default: mgiad)")
-    p.add_argument("--dataset", default=None, choices=list(paper.DATASET_SETTINGS),
-                   help="sets num_classes, in_chans, input size and the paper's per-dataset options "
-                   "(default: cifar10; with --paper: all)")
+    p.add_argument("--dataset", default=None, choices=_dataset_names(),
+                   help="sets num_classes, in_chans, input size and the per-dataset options, as "
+                   "`mgiad train --dataset` would (default: digits, the model `mgiad train` "
+                   "trains by default; with --paper: all of the paper's)")
     p.add_argument("--input-size", type=int, default=None, help="image side (default: the dataset's)")
     p.add_argument("--paper", action="store_true",
                    help="compare every row of the paper's tables with our count, marking known anomalies")
@@ -196,7 +200,7 @@ def _train_config(args: argparse.Namespace):
     config = TrainConfig(model=args.model, model_args=model_kwargs_from_args(args),
                          dataset=args.dataset, data_dir=args.data_dir, download=args.download,
                          verify_data=not getattr(args, "no_verify_data", False))
-    for name in ("epochs", "batch_size", "lr", "schedule", "step_size", "gamma", "momentum",
+    for name in ("epochs", "batch_size", "lr", "schedule", "step_size", "warmup_epochs", "gamma", "momentum",
                  "weight_decay", "label_smoothing", "augment", "seed", "device", "amp", "channels_last",
                  "compile", "workers", "out", "progress", "tensorboard"):
         value = getattr(args, name)
@@ -220,7 +224,8 @@ def _train_or_resume(args: argparse.Namespace) -> int:
         if not args.resume:
             raise ValueError("--resume needs the run to continue: --resume runs/<name>")
         from .train import RESUME_OVERRIDES
-        fixed = ("batch_size", "schedule", "step_size", "seed", "label_smoothing", "augment",
+        fixed = ("batch_size", "schedule", "step_size", "warmup_epochs", "seed", "label_smoothing",
+                 "augment",
                  "amp", "channels_last")
         given = [a for a in fixed if getattr(args, a, None) is not None]
         given += [a for a in model_kwargs_from_args(args) if a not in ("num_classes", "in_chans")]
@@ -331,6 +336,9 @@ def _add_train(sub) -> None:
                    help="learning-rate schedule (paper: cosine; Fashion-MNIST: step)")
     r.add_argument("--step-size", type=int, default=None, help="'step': epochs between decays (25)")
     r.add_argument("--gamma", type=float, default=None, help="'step': decay factor (0.1)")
+    r.add_argument("--warmup-epochs", type=int, default=None,
+                   help="linear learning-rate warm-up over the steps of the first N epochs "
+                   "(paper: 0; the digits default: 1, so its first epochs do not overshoot)")
     r.add_argument("--momentum", type=float, default=None, help="SGD momentum (0.9)")
     r.add_argument("--weight-decay", type=float, default=None, help="weight decay (1e-4)")
     r.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (0)")
@@ -406,10 +414,17 @@ from .cli_experiments import add_report, add_reproduce  # noqa: E402
 from .cli_interop import add_export, add_predict  # noqa: E402
 
 
+def plain_text(doc: str) -> str:
+    """A reST docstring as terminal text: roles, literals and emphasis marks removed."""
+    import re
+    doc = re.sub(r":\w+:`~?([^`<]+?)(?: <[^>]+>)?`", r"\1", doc)
+    return doc.replace("``", "").replace("**", "")
+
+
 def _add_bench(sub) -> None:
     from . import bench
     p = sub.add_parser("bench", help="speed and memory against ResNet18 (train step, folded "
-                       "inference, peak memory)", description=bench.__doc__,
+                       "inference, peak memory)", description=plain_text(bench.__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_arguments(p)
     p.set_defaults(func=lambda args: bench.cmd_bench(args))

@@ -119,7 +119,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     written = write_report(args.runs, args.out, experiments=args.experiment or None,
                            figures=not args.no_figures, log=print)
     if not written["tables"]:
-        print(f"mgiad report: no finished runs (summary.json) under {', '.join(args.runs)}",
+        print(f"mgiad report: no runs (finished or in progress) under {', '.join(args.runs)}",
               file=sys.stderr)
         return 1
     return 0
@@ -127,7 +127,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_report(sub) -> None:
     p = sub.add_parser(
-        "report", help="tables (markdown + CSV) and figures (PNG + SVG) from finished runs",
+        "report", help="tables (markdown + CSV) and figures (PNG + SVG) from finished runs and "
+        "learning curves of runs in progress",
         description="Read every finished run (summary.json) under RUNS, group the seeds of each "
         "configuration and budget, and write one table per experiment and dataset in the paper's "
         "layout beside the paper's values, the accuracy-vs-weights figure (with a wall-clock "

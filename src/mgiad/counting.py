@@ -35,6 +35,14 @@ class FlopCount:
     def gflops(self) -> float:
         return self.flops / 1e9
 
+    def __repr__(self) -> str:
+        def short(n: int) -> str:
+            for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+                if n >= size:
+                    return f"{n / size:.4g}{unit}"
+            return str(n)
+        return f"FlopCount(macs={short(self.macs)}, flops={short(self.flops)})"
+
 
 def count_flops(model: nn.Module, input_size: int | Sequence[int] = 32) -> FlopCount:
     """Multiply-adds and FLOPs of a forward pass on one image, counted by ``torch.utils.flop_counter``.

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 
 from . import paper
 from .paper import PaperRow
+from .progress import plural
 from .rundir import RunDirectoryBusy, claim, release
 
 __all__ = ["Entry", "Experiment", "Budget", "RunSpec", "RunResult", "EXPERIMENTS", "get_experiment",
@@ -372,10 +373,10 @@ def run_grid(specs: list[RunSpec], root: str | Path, options: dict[str, Any] | N
         if status == "done":
             log(f"{prefix}: done, skipped")
         else:
-            verb = {"partial": "resuming", "shorter": f"extending to {spec.epochs} epochs"}
+            verb = {"partial": "resuming", "shorter": f"extending to {plural(spec.epochs, 'epoch')}"}
             log(f"{prefix}: {verb.get(status, 'starting')} "
                 f"({spec.entry.label}, seed {spec.seed}, budget {spec.budget.tag}, "
-                f"{spec.epochs} epochs)")
+                f"{plural(spec.epochs, 'epoch')})")
         try:
             result = run_one(spec, root, options, log)
         except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
-__all__ = ["format_duration", "ProgressReporter"]
+__all__ = ["format_duration", "plural", "ProgressReporter", "progress_bar"]
 
 
 def format_duration(seconds: float) -> str:
@@ -27,7 +27,8 @@ def format_duration(seconds: float) -> str:
     return f"{days}d {h:02d}h"
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """``1 epoch``, ``2 epochs``, ``1,000 steps``."""
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
@@ -49,8 +50,8 @@ class ProgressReporter:
 
     def plan(self, epochs: int, steps_per_epoch: int, batch_size: int, start_epoch: int) -> None:
         left = self.total - self.done
-        self.log(f"plan: {_plural(epochs, 'epoch')} x {_plural(steps_per_epoch, 'step')} of batch "
-                 f"{batch_size} = {_plural(self.total, 'step')}"
+        self.log(f"plan: {plural(epochs, 'epoch')} x {plural(steps_per_epoch, 'step')} of batch "
+                 f"{batch_size} = {plural(self.total, 'step')}"
                  + (f"; {left:,} left from epoch {start_epoch + 1}" if self.done else "")
                  + f"; an estimate of the time follows after {self.estimate_after} steps")
 

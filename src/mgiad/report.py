@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import paper
+from .progress import plural
 
 __all__ = ["Run", "Group", "load_runs", "deduplicate", "group_runs", "write_report", "family",
            "display_name", "mean_std", "train_accuracy", "summarize_group", "progress_rows",
@@ -677,7 +678,7 @@ def budget_lines(groups: list[Group]) -> list[str]:
         finished = [m for m in members if m.runs]
         running = sum(len(m.running) for m in members)
         recipe = "the paper's recipe" if g.paper_dataset else f"the {g.dataset} preset"
-        lines.append(f"- **Budget: {label}** — {g.epochs} epochs trained ({recipe}: "
+        lines.append(f"- **Budget: {label}** — {plural(g.epochs, 'epoch')} trained ({recipe}: "
                      f"{g.recipe['epochs']}); {len(finished)} configuration"
                      f"{'s' if len(finished) != 1 else ''} finished, {_seeds_text(members)}"
                      + (f"; {running} run{'s' if running != 1 else ''} in progress"

@@ -32,7 +32,7 @@ from .checkpoint import (CheckpointError, atomic_write, check_training_state, lo
                          load_model_state, save_checkpoint, write_json_atomic)
 from .counting import count_flops, count_parameters
 from .data import build_loaders, dataset_info
-from .progress import ProgressReporter, progress_bar
+from .progress import ProgressReporter, plural, progress_bar
 from .registry import create_model, model_arguments
 from .rundir import check_output_directory, claim, ensure_free, release
 
@@ -47,7 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fashion-mnist": dict(schedule="step"),
     "imagenet": dict(batch_size=512),
     # offline default: 1,437 training images; a 3-level MGiaD (28k weights) reaches ~98% in ~1 min
-    "digits": dict(epochs=15, batch_size=64, lr=0.05,
+    "digits": dict(epochs=15, batch_size=32, lr=0.05, warmup_epochs=1,
                    model_args={"mgiad": dict(widths=(16, 32, 64), coarse_channels=16,
                                              group_size=4)}),
 }
@@ -71,6 +71,7 @@ class TrainConfig:
     lr: float | None = None
     schedule: str | None = None
     step_size: int = 25            # "step": multiply the learning rate by gamma every step_size epochs
+    warmup_epochs: int | None = None  # linear warm-up over the first epochs' steps (paper: 0)
     gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -107,7 +108,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     info = dataset_info(config.dataset)  # raises DatasetError for unknown names
     preset = {**PRESETS["default"], **PRESETS.get(info.name, {})}
     values = {k: (preset.get(k) if getattr(config, k) is None else getattr(config, k))
-              for k in ("epochs", "batch_size", "lr", "schedule")}
+              for k in ("epochs", "batch_size", "lr", "schedule", "warmup_epochs")}
+    if config.warmup_epochs is None:  # the preset's warm-up, never longer than the run
+        values["warmup_epochs"] = min(values["warmup_epochs"] or 0, values["epochs"])
     model_args = dict(preset.get("model_args", {}).get(config.model, {}))
     model_args.update(num_classes=info.num_classes, in_chans=info.in_chans)
     model_args.update(config.model_args)
@@ -126,6 +129,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         value = getattr(resolved, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    warmup = resolved.warmup_epochs
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= resolved.epochs:
+        raise ValueError(f"warmup_epochs must be an integer in 0..epochs, got {warmup!r}")
     if not resolved.lr > 0 or not math.isfinite(resolved.lr):
         raise ValueError(f"lr must be a positive number, got {resolved.lr!r}")
     if resolved.schedule not in SCHEDULES:
@@ -168,7 +174,7 @@ def _resume_changes(config: TrainConfig, overrides: dict[str, Any], done: int) -
     epochs = changed.get("epochs")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
                                or epochs < max(done, 1)):
-        raise ValueError(f"--epochs {epochs!r}: the run has already trained {done} epochs; give "
+        raise ValueError(f"--epochs {epochs!r}: the run has already trained {plural(done, 'epoch')}; give "
                          f"at least {max(done, 1)}")
     note = ""
     if epochs is not None and config.schedule == "cosine":  # the curve depends on the total
@@ -178,8 +184,17 @@ def _resume_changes(config: TrainConfig, overrides: dict[str, Any], done: int) -
             "note": note}
 
 
+def warmup_factor(config: TrainConfig, epoch: int, batch: int, steps: int) -> float:
+    """Linear warm-up: step ``batch`` of ``epoch`` trains at ``(k + 1) / K`` of the scheduled
+    rate, ``k`` counting the steps of the first ``warmup_epochs`` epochs (``K`` of them)."""
+    total = config.warmup_epochs * steps
+    k = epoch * steps + batch
+    return 1.0 if k >= total else (k + 1) / total
+
+
 def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """Learning rate of (0-based) ``epoch``: cosine annealing to 0, step decay, or constant."""
+    """Learning rate of (0-based) ``epoch``: cosine annealing to 0, step decay, or constant
+    (before the warm-up factor of :func:`warmup_factor`)."""
     if config.schedule == "cosine":
         return 0.5 * config.lr * (1 + math.cos(math.pi * epoch / config.epochs))
     if config.schedule == "step":
@@ -380,7 +395,7 @@ class Trainer:
                 log(f"run {self.out}: {changes} (from epoch {extended['at_epoch'] + 1})"
                     f"{extended['note']}")
             log(f"run {self.out}: {config.model} ({self.weights:,} weights, "
-                f"{self.flops.gflops:.3f} GFLOPs) on {info.name}, {config.epochs} epochs, batch "
+                f"{self.flops.gflops:.3f} GFLOPs) on {info.name}, {plural(config.epochs, 'epoch')}, batch "
                 f"{config.batch_size}{f' ({runtime.world_size} ranks)' if runtime.distributed else ''}"
                 f", device {runtime.device}"
                 + ("" if checkpoint is None else f", resuming at epoch {self.epoch + 1}"
@@ -516,6 +531,9 @@ class Trainer:
 
         self.progress.start_epoch()
         for i, (x, y) in bar:
+            if epoch < config.warmup_epochs:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr * warmup_factor(config, epoch, i, steps)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(runtime, self.amp):
