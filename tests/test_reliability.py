@@ -340,3 +340,16 @@ def test_sigterm_acts_within_one_step_and_during_evaluation(tmp_path, monkeypatc
     train(TrainConfig(), resume=run, log=quiet)
     ours, theirs = load_checkpoint(run / "last.pt")["model"], load_checkpoint(reference / "last.pt")["model"]
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_report_names_a_corrupt_metrics_file(tmp_path):
+    from mgiad.report import write_report
+    run = tmp_path / "runs" / "one"
+    train(tiny_config(run, epochs=1), log=quiet)
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 2, "test_a\n')
+    lines = []
+    write_report([tmp_path / "runs"], tmp_path / "report", figures=False, log=lines.append)
+    where = f"{run / 'metrics.jsonl'}: line 2"
+    assert any(where in line for line in lines), lines
+    assert where in (tmp_path / "report" / "report.md").read_text()

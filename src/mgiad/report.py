@@ -119,17 +119,22 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+CORRUPT_METRICS: list[str] = []  # "<path>: line N" of the lines the last load_runs skipped
+
+
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl, one dict per finished epoch; a line that does not parse is skipped."""
+    """metrics.jsonl, one dict per finished epoch; a line that does not parse is skipped and
+    named in :data:`CORRUPT_METRICS` (the report says which file and line)."""
     metrics = []
     try:
         lines = path.read_text().splitlines()
     except OSError:
         return []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         try:
             entry = json.loads(line)
         except ValueError:
+            CORRUPT_METRICS.append(f"{path}: line {number}")
             continue
         if isinstance(entry, dict) and entry.get("test_acc") is not None:
             metrics.append(entry)
@@ -144,6 +149,7 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[Run], list[Path]]:
     finished or in progress, and the directories that name no dataset or model the report knows
     (unreadable)."""
     runs, unreadable, seen = [], [], set()
+    CORRUPT_METRICS.clear()
     for root in roots:
         root = Path(root)
         if not root.exists():
@@ -678,7 +684,8 @@ def budget_lines(groups: list[Group]) -> list[str]:
         finished = [m for m in members if m.runs]
         running = sum(len(m.running) for m in members)
         recipe = "the paper's recipe" if g.paper_dataset else f"the {g.dataset} preset"
-        lines.append(f"- **Budget: {label}** — {plural(g.epochs, 'epoch')} trained ({recipe}: "
+        lines.append(f"- **Budget: {label}** — {plural(g.epochs, 'epoch')} "
+                     f"{'trained' if finished else 'planned'} ({recipe}: "
                      f"{g.recipe['epochs']}); {len(finished)} configuration"
                      f"{'s' if len(finished) != 1 else ''} finished, {_seeds_text(members)}"
                      + (f"; {running} run{'s' if running != 1 else ''} in progress"
@@ -849,6 +856,12 @@ def write_report(roots: Iterable[str | Path] | str | Path, out: str | Path,
     if unreadable:
         head += (f"; {len(unreadable)} director{'ies' if len(unreadable) != 1 else 'y'} naming no "
                  "known model or dataset skipped: " + ", ".join(f"`{p}`" for p in unreadable))
+    if CORRUPT_METRICS:
+        head += ("; unreadable metrics.jsonl lines skipped (a damaged file: the run's last.pt "
+                 "holds the full history, `mgiad train --resume` rewrites it): "
+                 + ", ".join(f"`{c}`" for c in CORRUPT_METRICS))
+        for corrupt in CORRUPT_METRICS:
+            log(f"warning: unreadable line skipped in {corrupt}")
     sections = ["# Results", "", head + ".", ""]
     by_table: dict[tuple[str, str], list[Group]] = {}
     for g in groups:
@@ -877,8 +890,8 @@ def write_report(roots: Iterable[str | Path] | str | Path, out: str | Path,
                                          curves_stem)
             written["figures"] += paths
             sections += [f"![{_md(title)}: learning curves]({paths[0].name})", ""]
-        log(f"{title}: {len(rows)} finished configuration{'s' if len(rows) != 1 else ''} "
-            f"({sum(len(g.runs) for g in done)} runs), {len(progress)} in progress "
+        log(f"{title}: {plural(len(rows), 'finished configuration')} "
+            f"({plural(sum(len(g.runs) for g in done), 'run')}), {len(progress)} in progress "
             f"-> {stem.with_suffix('.md')}")
     (out / "report.md").write_text("\n".join(sections))
     written["tables"].append(out / "report.md")
