@@ -18,21 +18,10 @@ from mgiad import train as train_mod
 from mgiad.checkpoint import load_checkpoint
 from mgiad.cli import main
 from mgiad.train import TrainConfig, TrainingDiverged, train
+from train_helpers import TINY, quiet, tiny_config
 
-TINY = dict(widths=(8, 16), coarse_channels=4, group_size=2)
 CLI_TINY = ["--dataset", "digits", "--batch-size", "32", "--widths", "8", "16",
             "--coarse-channels", "4", "--group-size", "2", "--no-progress"]
-
-
-def tiny_config(out, **kw):
-    base = dict(model="mgiad", model_args=dict(TINY), dataset="digits", epochs=3, batch_size=32,
-                lr=0.05, out=str(out), progress=False)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def quiet(*args, **kwargs):
-    pass
 
 
 def spawn(args, **kw):
