@@ -541,7 +541,8 @@ class Trainer:
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             # before the update, so that a non-finite loss never reaches the weights; on CUDA only
             # every 10th step (each check waits for the GPU), the weights are checked before saving
-            if (not cuda or i % 10 == 0 or i + 1 == steps) and not torch.isfinite(loss):
+            check = not cuda or i % 10 == 0 or i + 1 == steps
+            if check and not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss.item()} in epoch {epoch + 1}, batch {i + 1} (lr {lr:g}); "
                     f"{self._last_good()} Lower the learning rate (mgiad train --resume "
@@ -553,7 +554,6 @@ class Trainer:
             correct += (logits.argmax(1) == y).sum()
             seen += y.numel()
             self.progress.step()
-            check = not cuda or i % 10 == 0 or i + 1 == steps
             if self.show_progress and check:
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct.item() / seen:.1f}",
                                 img_s=f"{seen / (time.time() - t0):.0f}", eta=self.progress.eta_text())
