@@ -1,0 +1,102 @@
+"""Micro-benchmark: the grouped 3x3 convolution kernels against oneDNN (PyTorch's CPU convolution) on
+the same channels_last float32 tensors, at MGiaD(lambda=3)'s shapes.
+
+For each shape it times forward, gradient of the input and gradient of the weight, ours and
+oneDNN's (``F.conv2d`` / ``torch.ops.aten.convolution_backward``), in one process, interleaved
+(ours, oneDNN, ours, oneDNN, ...), and prints the median milliseconds, GFLOP/s (2 * N*H*W*C*g*9
+flops per pass) and the speed-up (oneDNN time / our time; above 1 means ours is faster).
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import runtime
+
+# MGiaD(lambda=3)'s grouped convolutions: (channels, group size, height, width)
+DEFAULT_SHAPES = ((192, 4, 32, 32), (192, 8, 32, 32), (384, 4, 16, 16), (384, 8, 16, 16))
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    """'C,G,H,W' -> (C, G, H, W)."""
+    values = tuple(int(v) for v in text.replace("x", ",").split(","))
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"shape {text!r}: expected C,G,H,W, e.g. 192,4,32,32")
+    return values
+
+
+def passes(x, weight, grad_out, isa):
+    """{pass name: (ours, oneDNN)} as zero-argument callables."""
+    ops, groups = torch.ops.mgiad_kernels, x.shape[1] // weight.shape[1]
+
+    def onednn_backward(mask):
+        return lambda: torch.ops.aten.convolution_backward(grad_out, x, weight, None, [1, 1], [1, 1], [1, 1],
+                                                           False, [0, 0], groups, mask)
+    return {
+        "forward": (lambda: ops.conv3x3_forward(x, weight, isa),
+                    lambda: F.conv2d(x, weight, padding=1, groups=groups)),
+        "grad-input": (lambda: ops.conv3x3_grad_input(grad_out, weight, isa), onednn_backward([True, False, False])),
+        "grad-weight": (lambda: ops.conv3x3_grad_weight(x, grad_out, weight.shape[1], isa),
+                        onednn_backward([False, True, False])),
+    }
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_shape(batch, channels, group_size, height, width, repeats, isa):
+    """[(pass, ours seconds, oneDNN seconds)], medians of interleaved runs."""
+    cl = torch.channels_last
+    x = torch.randn(batch, channels, height, width).contiguous(memory_format=cl)
+    grad_out = torch.randn_like(x)
+    weight = torch.randn(channels, group_size, 3, 3)
+    rows = []
+    with torch.no_grad():
+        for name, (ours, onednn) in passes(x, weight, grad_out, isa).items():
+            for fn in (ours, onednn, ours, onednn):  # warm-up
+                fn()
+            times = [], []
+            for _ in range(repeats):
+                times[0].append(seconds(ours))
+                times[1].append(seconds(onednn))
+            rows.append((name, statistics.median(times[0]), statistics.median(times[1])))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m mgiad.kernels.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    parser.add_argument("--shape", type=parse_shape, action="append", metavar="C,G,H,W",
+                        help="channels, group size, height, width; repeatable (default: MGiaD(3)'s four: "
+                             "192,4,32,32 192,8,32,32 384,4,16,16 384,8,16,16)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, here %d)"
+                        % torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs of each pass (default 10)")
+    parser.add_argument("--isa", choices=["avx512", "avx2"], default=None, help="instruction set (default: best)")
+    args = parser.parse_args(argv)
+    if not runtime.available():
+        parser.exit(1, "mgiad.kernels: kernels unavailable here (see the warning above, or MGIAD_KERNELS=0)\n")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    isa = runtime.isa() if args.isa is None else min(runtime.cpu_isa(), {"avx2": 1, "avx512": 2}[args.isa])
+    torch.manual_seed(0)
+    print(f"threads {torch.get_num_threads()}, isa {runtime.ISA_NAMES[isa]}, batch {args.batch}, "
+          f"median of {args.repeats}")
+    print(f"{'C':>4} {'g':>2} {'HxW':>6} {'pass':<12} {'ours ms':>8} {'oneDNN ms':>10} {'ours GF/s':>10} "
+          f"{'oneDNN GF/s':>12} {'speed-up':>9}")
+    for channels, group_size, height, width in args.shape or DEFAULT_SHAPES:
+        flops = 2 * args.batch * height * width * channels * group_size * 9
+        for name, ours, onednn in bench_shape(args.batch, channels, group_size, height, width, args.repeats, isa):
+            print(f"{channels:>4} {group_size:>2} {f'{height}x{width}':>6} {name:<12} {ours * 1e3:>8.2f} "
+                  f"{onednn * 1e3:>10.2f} {flops / ours / 1e9:>10.1f} {flops / onednn / 1e9:>12.1f} "
+                  f"{onednn / ours:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+// Torch operators mgiad_kernels::* over the kernels of kernels.h: argument checks, weight packing,
+// CPU feature dispatch and threading (at::parallel_for over output rows).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "kernels.h"
+
+namespace mgiad_kernels {
+namespace {
+
+enum Isa : int64_t { kNone = 0, kAvx2 = 1, kAvx512 = 2 };
+
+int64_t cpu_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kAvx2;
+  return kNone;
+}
+
+struct IsaKernels {
+  int vector_width;
+  void (*conv_rows)(const ConvShape&, const float*, const float*, float*, int64_t, int64_t);
+  void (*weight_grad_rows)(const ConvShape&, const float*, const float*, float*, int64_t, int64_t);
+};
+
+IsaKernels kernels_for(int64_t isa) {
+  TORCH_CHECK(isa == kAvx512 || isa == kAvx2, "mgiad_kernels: isa must be 1 (avx2) or 2 (avx512)");
+  TORCH_CHECK(isa <= cpu_isa(), "mgiad_kernels: this CPU does not support isa ", isa);
+  if (isa == kAvx512) return {vector_width_avx512(), conv_rows_avx512, weight_grad_rows_avx512};
+  return {vector_width_avx2(), conv_rows_avx2, weight_grad_rows_avx2};
+}
+
+ConvShape check_input(const at::Tensor& x, int64_t group_size, const char* name) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+              "mgiad_kernels: ", name, " must be a 4-d float32 CPU tensor");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "mgiad_kernels: ", name,
+              " must be channels_last contiguous");
+  TORCH_CHECK(group_size == 2 || group_size == 4 || group_size == 8 || group_size == 16,
+              "mgiad_kernels: group size must be 2, 4, 8 or 16");
+  TORCH_CHECK(x.size(1) % group_size == 0, "mgiad_kernels: channels not a multiple of the group size");
+  return {x.size(0), x.size(2), x.size(3), x.size(1), group_size};
+}
+
+void check_weight(const at::Tensor& w, int64_t channels) {
+  TORCH_CHECK(w.dim() == 4 && w.size(0) == channels && w.size(2) == 3 && w.size(3) == 3 &&
+                  w.scalar_type() == at::kFloat && w.device().is_cpu(),
+              "mgiad_kernels: weight must be float32 [C, group_size, 3, 3]");
+}
+
+// [C, GS, 3, 3] -> [blocks][kh][kw][j][vw]; `transposed` packs the weight of the input gradient:
+// w'[g*GS + i, j, kh, kw] = w[g*GS + j, i, 2 - kh, 2 - kw].
+at::Tensor pack_weight(const at::Tensor& weight, int64_t vw, bool transposed) {
+  const at::Tensor w = weight.contiguous();
+  const int64_t C = w.size(0), GS = w.size(1), blocks = (C + vw - 1) / vw;
+  at::Tensor packed = at::zeros({blocks * 9 * GS * vw}, w.options());
+  const float* src = w.data_ptr<float>();
+  float* dst = packed.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t j = 0; j < GS; ++j)
+      for (int64_t t = 0; t < 9; ++t) {
+        const int64_t group_base = c - c % GS, i = c % GS;
+        const float value = transposed ? src[((group_base + j) * GS + i) * 9 + 8 - t] : src[(c * GS + j) * 9 + t];
+        dst[(((c / vw) * 9 + t) * GS + j) * vw + c % vw] = value;
+      }
+  return packed;
+}
+
+at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool transposed) {
+  const ConvShape s = check_input(x, weight.size(1), "input");
+  check_weight(weight, s.C);
+  const IsaKernels k = kernels_for(isa);
+  const at::Tensor packed = pack_weight(weight, k.vector_width, transposed);
+  at::Tensor out = at::empty({s.N, s.C, s.H, s.W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const float* in_ptr = x.data_ptr<float>();
+  const float* w_ptr = packed.data_ptr<float>();
+  float* out_ptr = out.data_ptr<float>();
+  at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
+    k.conv_rows(s, in_ptr, w_ptr, out_ptr, begin, end);
+  });
+  return out;
+}
+
+// Forward: y = conv(x, weight), groups = C / weight.size(1).
+at::Tensor conv3x3_forward(const at::Tensor& x, const at::Tensor& weight, int64_t isa) {
+  return conv(x, weight, isa, false);
+}
+
+// Gradient of the input: the forward convolution with weights transposed per group and flipped.
+at::Tensor conv3x3_grad_input(const at::Tensor& grad_out, const at::Tensor& weight, int64_t isa) {
+  return conv(grad_out, weight, isa, true);
+}
+
+// Gradient of the weight: per-thread packed accumulators over contiguous row ranges, then summed.
+at::Tensor conv3x3_grad_weight(const at::Tensor& x, const at::Tensor& grad_out, int64_t group_size, int64_t isa) {
+  const ConvShape s = check_input(x, group_size, "input");
+  check_input(grad_out, group_size, "grad_out");
+  TORCH_CHECK(grad_out.sizes() == x.sizes(), "mgiad_kernels: grad_out and input shapes differ");
+  const IsaKernels k = kernels_for(isa);
+  const int64_t vw = k.vector_width, blocks = (s.C + vw - 1) / vw, packed_size = blocks * 9 * group_size * vw;
+  const int64_t rows = s.N * s.H, chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
+  at::Tensor partial = at::zeros({chunks, packed_size}, x.options());
+  const float* in_ptr = x.data_ptr<float>();
+  const float* g_ptr = grad_out.data_ptr<float>();
+  float* partial_ptr = partial.data_ptr<float>();
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c)
+      k.weight_grad_rows(s, in_ptr, g_ptr, partial_ptr + c * packed_size, c * rows / chunks, (c + 1) * rows / chunks);
+  });
+  // [blocks, kh, kw, j, vw] -> [C, j, kh, kw]
+  const at::Tensor summed = partial.sum(0).view({blocks, 3, 3, group_size, vw});
+  return summed.permute({0, 4, 3, 1, 2}).reshape({blocks * vw, group_size, 3, 3}).narrow(0, 0, s.C).contiguous();
+}
+
+}  // namespace
+
+TORCH_LIBRARY(mgiad_kernels, m) {
+  m.def("cpu_isa", &cpu_isa);
+  m.def("conv3x3_forward", &conv3x3_forward);
+  m.def("conv3x3_grad_input", &conv3x3_grad_input);
+  m.def("conv3x3_grad_weight", &conv3x3_grad_weight);
+}
+
+}  // namespace mgiad_kernels
