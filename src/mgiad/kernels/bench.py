@@ -5,8 +5,15 @@ For each shape it times forward, gradient of the input and gradient of the weigh
 oneDNN's (``F.conv2d`` / ``torch.ops.aten.convolution_backward``), in one process, interleaved
 (ours, oneDNN, ours, oneDNN, ...), and prints the median milliseconds, GFLOP/s (2 * N*H*W*C*g*9
 flops per pass) and the speed-up (oneDNN time / our time; above 1 means ours is faster).
+
+Every pass allocates its output, and glibc returns each block over 32 MB to the OS when freed, so
+that every new one pays page faults (~15 ms per 50 MB here, for both sides). --reuse-memory reruns the
+benchmark with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_), which
+measures the convolutions themselves.
 """
 import argparse
+import os
+import sys
 import statistics
 import time
 
@@ -79,15 +86,22 @@ def main(argv=None):
                         % torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of each pass (default 10)")
     parser.add_argument("--isa", choices=["avx512", "avx2"], default=None, help="instruction set (default: best)")
+    parser.add_argument("--reuse-memory", action="store_true",
+                        help="rerun with glibc keeping freed memory (no page faults on each new output)")
     args = parser.parse_args(argv)
+    if args.reuse_memory and os.environ.get("MALLOC_MMAP_MAX_") != "0":
+        os.environ.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
+        argv = sys.argv[1:] if argv is None else argv
+        os.execv(sys.executable, [sys.executable, "-m", "mgiad.kernels.bench", *argv])
     if not runtime.available():
         parser.exit(1, "mgiad.kernels: kernels unavailable here (see the warning above, or MGIAD_KERNELS=0)\n")
     if args.threads:
         torch.set_num_threads(args.threads)
     isa = runtime.isa() if args.isa is None else min(runtime.cpu_isa(), {"avx2": 1, "avx512": 2}[args.isa])
     torch.manual_seed(0)
+    memory = "freed memory kept" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "default allocator"
     print(f"threads {torch.get_num_threads()}, isa {runtime.ISA_NAMES[isa]}, batch {args.batch}, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, {memory}")
     print(f"{'C':>4} {'g':>2} {'HxW':>6} {'pass':<12} {'ours ms':>8} {'oneDNN ms':>10} {'ours GF/s':>10} "
           f"{'oneDNN GF/s':>12} {'speed-up':>9}")
     for channels, group_size, height, width in args.shape or DEFAULT_SHAPES:

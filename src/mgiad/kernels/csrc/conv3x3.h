@@ -21,110 +21,166 @@ MGIAD_INLINE void unroll(F&& f) {
   }(std::make_integer_sequence<int, N>{});
 }
 
-// Input channel J of each group in the vector of channels [c0, c0 + width) of one pixel.
-template <class Isa, int GS, int J, bool MASKED>
-MGIAD_INLINE typename Isa::V group_channel(const float* pixel, int64_t c0, int64_t group_base,
-                                           typename Isa::Mask m) {
+// Input channel j of each group in the vector of channels [c0, c0 + width) of one pixel; control
+// is Isa::group_control<GS>(j) (unused when a group fills whole vectors).
+template <class Isa, int GS, bool MASKED>
+MGIAD_INLINE typename Isa::V group_channel(const float* pixel, int64_t c0, int64_t group_base, int j,
+                                           typename Isa::Control control, typename Isa::Mask m) {
   if constexpr (GS >= Isa::width) {
-    return Isa::set1(pixel[group_base + J]);
+    return Isa::set1(pixel[group_base + j]);
   } else {
-    return Isa::template group_broadcast<GS, J>(Isa::template load<MASKED>(pixel + c0, m));
+    return Isa::template group_broadcast<GS>(Isa::template load<MASKED>(pixel + c0, m), control);
   }
 }
 
-// PB consecutive output pixels (x0 ...) of row y, channels [c0, c0 + width): accumulators in registers.
-template <class Isa, int GS, int PB, bool MASKED>
-MGIAD_INLINE void conv_block(const ConvShape& s, const float* in_img, const float* w_block,
-                             float* out_px, int64_t y, int64_t x0, int64_t c0, typename Isa::Mask m) {
+template <class Isa, int GS>
+MGIAD_INLINE typename Isa::Control control_for(int j) {
+  if constexpr (GS >= Isa::width) return typename Isa::Control{};
+  else return Isa::template group_control<GS>(j);
+}
+
+// One input row's contribution to PB consecutive output pixels (x0 ...) of up to two output rows,
+// channels [c0, c0 + width): acc0 through the taps w0_kh (if USE0), acc1 through w1_kh (if USE1).
+// Each permuted input vector serves up to 3 taps of each row.
+template <class Isa, int GS, int PB, bool MASKED, bool USE0, bool USE1>
+MGIAD_INLINE void conv_input_row(typename Isa::V (&acc0)[PB], typename Isa::V (&acc1)[PB], const float* row,
+                                 const float* w0_kh, const float* w1_kh, int64_t C, int64_t x0, int64_t c0,
+                                 bool has_left, bool has_right, typename Isa::Mask m) {
   using V = typename Isa::V;
   constexpr int VW = Isa::width;
-  const int64_t C = s.C, W = s.W, group_base = c0 - c0 % GS;
-  const bool has_left = x0 > 0, has_right = x0 + PB < W;
-  V acc[PB];
-  for (int p = 0; p < PB; ++p) acc[p] = Isa::zero();
-  for (int kh = 0; kh < 3; ++kh) {
-    const int64_t yin = y + kh - 1;
-    if (yin < 0 || yin >= s.H) continue;
-    const float* row = in_img + yin * W * C;
-    const float* w_row = w_block + kh * 3 * GS * VW;
-    unroll<GS>([&](auto j_) __attribute__((always_inline)) {
-      constexpr int J = decltype(j_)::value;
-      const V w0 = Isa::template load<false>(w_row + (0 * GS + J) * VW, m);
-      const V w1 = Isa::template load<false>(w_row + (1 * GS + J) * VW, m);
-      const V w2 = Isa::template load<false>(w_row + (2 * GS + J) * VW, m);
-      unroll<PB + 2>([&](auto i_) __attribute__((always_inline)) {
-        constexpr int I = decltype(i_)::value;  // input pixel x0 + I - 1
-        if constexpr (I == 0) { if (!has_left) return; }
-        if constexpr (I == PB + 1) { if (!has_right) return; }
-        const V v = group_channel<Isa, GS, J, MASKED>(row + (x0 + I - 1) * C, c0, group_base, m);
-        if constexpr (I < PB) acc[I] = Isa::fma(v, w0, acc[I]);
-        if constexpr (I >= 1 && I - 1 < PB) acc[I - 1] = Isa::fma(v, w1, acc[I - 1]);
-        if constexpr (I >= 2) acc[I - 2] = Isa::fma(v, w2, acc[I - 2]);
+  const int64_t group_base = c0 - c0 % GS;
+  for (int j = 0; j < GS; ++j) {
+    const auto control = control_for<Isa, GS>(j);
+    V wa[3], wb[3];
+    for (int kw = 0; kw < 3; ++kw) {
+      if constexpr (USE0) wa[kw] = Isa::template load<false>(w0_kh + (kw * GS + j) * VW, m);
+      if constexpr (USE1) wb[kw] = Isa::template load<false>(w1_kh + (kw * GS + j) * VW, m);
+    }
+    unroll<PB + 2>([&](auto i_) __attribute__((always_inline)) {
+      constexpr int I = decltype(i_)::value;  // input pixel x0 + I - 1 feeds output pixel I - kw
+      if constexpr (I == 0) { if (!has_left) return; }
+      if constexpr (I == PB + 1) { if (!has_right) return; }
+      const V v = group_channel<Isa, GS, MASKED>(row + (x0 + I - 1) * C, c0, group_base, j, control, m);
+      unroll<3>([&](auto kw_) __attribute__((always_inline)) {
+        constexpr int KW = decltype(kw_)::value;
+        if constexpr (I - KW >= 0 && I - KW < PB) {
+          if constexpr (USE0) acc0[I - KW] = Isa::fma(v, wa[KW], acc0[I - KW]);
+          if constexpr (USE1) acc1[I - KW] = Isa::fma(v, wb[KW], acc1[I - KW]);
+        }
       });
     });
   }
-  for (int p = 0; p < PB; ++p) Isa::template store<MASKED>(out_px + p * C + c0, acc[p], m);
 }
 
-template <class Isa, int GS, bool MASKED>
+// PB output pixels (x0 ...) of R (1 or 2) output rows y (, y + 1), channels [c0, c0 + width):
+// accumulators in registers; with R = 2 the input rows y and y + 1 are permuted once for both.
+template <class Isa, int GS, int R, int PB, bool MASKED>
+MGIAD_INLINE void conv_block(const ConvShape& s, const float* in_img, const float* w_block, float* out_px,
+                             int64_t y, int64_t x0, int64_t c0, typename Isa::Mask m) {
+  using V = typename Isa::V;
+  constexpr int VW = Isa::width;
+  const int64_t C = s.C, W = s.W;
+  const bool has_left = x0 > 0, has_right = x0 + PB < W;
+  auto row = [&](int64_t yin) { return in_img + yin * W * C; };
+  auto taps = [&](int kh) { return w_block + kh * 3 * GS * VW; };
+  V acc0[PB], acc1[PB];
+  for (int p = 0; p < PB; ++p) acc0[p] = acc1[p] = Isa::zero();
+  if constexpr (R == 2) {
+    if (y > 0)
+      conv_input_row<Isa, GS, PB, MASKED, true, false>(acc0, acc1, row(y - 1), taps(0), nullptr, C, x0, c0, has_left, has_right, m);
+    for (int k = 0; k < 2; ++k)
+      conv_input_row<Isa, GS, PB, MASKED, true, true>(acc0, acc1, row(y + k), taps(1 + k), taps(k), C, x0, c0, has_left, has_right, m);
+    if (y + 2 < s.H)
+      conv_input_row<Isa, GS, PB, MASKED, false, true>(acc0, acc1, row(y + 2), nullptr, taps(2), C, x0, c0, has_left, has_right, m);
+  } else {
+    for (int kh = 0; kh < 3; ++kh)
+      if (y + kh - 1 >= 0 && y + kh - 1 < s.H)
+        conv_input_row<Isa, GS, PB, MASKED, true, false>(acc0, acc1, row(y + kh - 1), taps(kh), nullptr, C, x0, c0, has_left, has_right, m);
+  }
+  for (int p = 0; p < PB; ++p) Isa::template store<MASKED>(out_px + p * C + c0, acc0[p], m);
+  if constexpr (R == 2)
+    for (int p = 0; p < PB; ++p) Isa::template store<MASKED>(out_px + (W + p) * C + c0, acc1[p], m);
+}
+
+template <class Isa, int GS, int R, bool MASKED>
 void conv_row_channels(const ConvShape& s, const float* in_img, const float* w_block, float* out_row,
                        int64_t y, int64_t c0, typename Isa::Mask m) {
   int64_t x0 = 0;
   for (; x0 + 8 <= s.W; x0 += 8)
-    conv_block<Isa, GS, 8, MASKED>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, m);
+    conv_block<Isa, GS, R, 8, MASKED>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, m);
   if (x0 + 4 <= s.W) {
-    conv_block<Isa, GS, 4, MASKED>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, m);
+    conv_block<Isa, GS, R, 4, MASKED>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, m);
     x0 += 4;
   }
   for (; x0 < s.W; ++x0)
-    conv_block<Isa, GS, 1, MASKED>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, m);
+    conv_block<Isa, GS, R, 1, MASKED>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, m);
 }
 
-template <class Isa, int GS>
-void conv_rows(const ConvShape& s, const float* in, const float* w_packed, float* out,
-               int64_t row_begin, int64_t row_end) {
+template <class Isa, int GS, int R>
+void conv_rows_of(const ConvShape& s, const float* in_img, const float* w_packed, float* out_row, int64_t y) {
   constexpr int VW = Isa::width;
-  const int64_t blocks = (s.C + VW - 1) / VW;
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const int64_t n = r / s.H, y = r % s.H;
-    const float* in_img = in + n * s.H * s.W * s.C;
-    float* out_row = out + r * s.W * s.C;
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t c0 = b * VW;
-      const float* w_block = w_packed + b * 9 * GS * VW;
-      if (GS >= VW || c0 + VW <= s.C) {
-        conv_row_channels<Isa, GS, false>(s, in_img, w_block, out_row, y, c0, Isa::mask(VW));
-      } else if constexpr (GS < VW) {
-        conv_row_channels<Isa, GS, true>(s, in_img, w_block, out_row, y, c0, Isa::mask(s.C - c0));
-      }
+  for (int64_t c0 = 0; c0 < s.C; c0 += VW) {
+    const float* w_block = w_packed + (c0 / VW) * 9 * GS * VW;
+    if (GS >= VW || c0 + VW <= s.C) {
+      conv_row_channels<Isa, GS, R, false>(s, in_img, w_block, out_row, y, c0, Isa::mask(VW));
+    } else if constexpr (GS < VW) {
+      conv_row_channels<Isa, GS, R, true>(s, in_img, w_block, out_row, y, c0, Isa::mask(s.C - c0));
     }
   }
 }
 
-// Weight gradient of input channels J0 .. J0 + JC - 1 (of each group), taps (kh, 0..2), from one
-// input row and one grad-output row; accumulators loaded from and stored back to grad_kh.
-template <class Isa, int GS, int J0, int JC, bool MASKED>
-MGIAD_INLINE void weight_grad_taps(const ConvShape& s, const float* in_row, const float* g_row,
-                                   float* grad_kh, int64_t c0, typename Isa::Mask m) {
+// Output rows [row_begin, row_end) of the N*H rows, in pairs of rows of one image where the ISA has
+// the registers for it.
+template <class Isa, int GS>
+void conv_rows(const ConvShape& s, const float* in, const float* w_packed, float* out,
+               int64_t row_begin, int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end;) {
+    const int64_t n = r / s.H, y = r % s.H;
+    const float* in_img = in + n * s.H * s.W * s.C;
+    float* out_row = out + r * s.W * s.C;
+    if (Isa::row_pairs && r + 1 < row_end && y + 1 < s.H) {
+      conv_rows_of<Isa, GS, 2>(s, in_img, w_packed, out_row, y);
+      r += 2;
+    } else {
+      conv_rows_of<Isa, GS, 1>(s, in_img, w_packed, out_row, y);
+      r += 1;
+    }
+  }
+}
+
+// Weight gradient from one input row, input channels J0 .. J0 + JC - 1 of each group, all taps:
+// tap (kh, kw) pairs input pixel xin with grad-output pixel xin - kw + 1 of g_rows[kh] (the row
+// yin - kh + 1; KH_VALID's bit kh says whether it is inside the image). Accumulators (9 * JC
+// vectors) are loaded from and stored back to grad_block.
+template <class Isa, int GS, int JC, int KH_VALID, bool MASKED>
+MGIAD_INLINE void weight_grad_taps(const ConvShape& s, const float* in_row, const float* const* g_rows,
+                                   float* grad_block, int J0, int64_t c0, typename Isa::Mask m) {
   using V = typename Isa::V;
   constexpr int VW = Isa::width;
   const int64_t C = s.C, W = s.W, group_base = c0 - c0 % GS;
-  V a[3][JC];
-  for (int kw = 0; kw < 3; ++kw)
-    for (int jj = 0; jj < JC; ++jj) a[kw][jj] = Isa::template load<false>(grad_kh + (kw * GS + J0 + jj) * VW, m);
-  // input pixel xin feeds output pixel xin - kw + 1 through tap kw
+  V a[3][3][JC];
+  auto at = [&](int kh, int kw, int jj) { return grad_block + ((kh * 3 + kw) * GS + J0 + jj) * VW; };
+  for (int kh = 0; kh < 3; ++kh)
+    if (KH_VALID >> kh & 1)
+      for (int kw = 0; kw < 3; ++kw)
+        for (int jj = 0; jj < JC; ++jj) a[kh][kw][jj] = Isa::template load<false>(at(kh, kw, jj), m);
+  typename Isa::Control control[JC];
+  for (int jj = 0; jj < JC; ++jj) control[jj] = control_for<Isa, GS>(J0 + jj);
   auto step = [&](int64_t xin, bool first, bool last) __attribute__((always_inline)) {
     V v[JC];
-    unroll<JC>([&](auto jj_) __attribute__((always_inline)) {
-      constexpr int JJ = decltype(jj_)::value;
-      v[JJ] = group_channel<Isa, GS, J0 + JJ, MASKED>(in_row + xin * C, c0, group_base, m);
-    });
-    unroll<3>([&](auto kw_) __attribute__((always_inline)) {
-      constexpr int KW = decltype(kw_)::value;
-      if (KW == 0 && last) return;
-      if (KW == 2 && first) return;
-      const V g = Isa::template load<MASKED>(g_row + (xin - KW + 1) * C + c0, m);
-      for (int jj = 0; jj < JC; ++jj) a[KW][jj] = Isa::fma(v[jj], g, a[KW][jj]);
+    for (int jj = 0; jj < JC; ++jj)
+      v[jj] = group_channel<Isa, GS, MASKED>(in_row + xin * C, c0, group_base, J0 + jj, control[jj], m);
+    unroll<3>([&](auto kh_) __attribute__((always_inline)) {
+      constexpr int KH = decltype(kh_)::value;
+      if constexpr (KH_VALID >> KH & 1) {
+        unroll<3>([&](auto kw_) __attribute__((always_inline)) {
+          constexpr int KW = decltype(kw_)::value;
+          if (KW == 0 && last) return;
+          if (KW == 2 && first) return;
+          const V g = Isa::template load<MASKED>(g_rows[KH] + (xin - KW + 1) * C + c0, m);
+          for (int jj = 0; jj < JC; ++jj) a[KH][KW][jj] = Isa::fma(v[jj], g, a[KH][KW][jj]);
+        });
+      }
     });
   };
   if (W == 1) {
@@ -134,44 +190,48 @@ MGIAD_INLINE void weight_grad_taps(const ConvShape& s, const float* in_row, cons
     for (int64_t xin = 1; xin < W - 1; ++xin) step(xin, false, false);
     step(W - 1, false, true);
   }
-  for (int kw = 0; kw < 3; ++kw)
-    for (int jj = 0; jj < JC; ++jj) Isa::template store<false>(grad_kh + (kw * GS + J0 + jj) * VW, a[kw][jj], m);
+  for (int kh = 0; kh < 3; ++kh)
+    if (KH_VALID >> kh & 1)
+      for (int kw = 0; kw < 3; ++kw)
+        for (int jj = 0; jj < JC; ++jj) Isa::template store<false>(at(kh, kw, jj), a[kh][kw][jj], m);
 }
 
-template <class Isa, int GS, bool MASKED>
-void weight_grad_row_channels(const ConvShape& s, const float* in_img, const float* g_row, float* grad_block,
-                              int64_t y, int64_t c0, typename Isa::Mask m) {
+template <class Isa, int GS, int KH_VALID, bool MASKED>
+void weight_grad_row_channels(const ConvShape& s, const float* in_row, const float* const* g_rows,
+                              float* grad_block, int64_t c0, typename Isa::Mask m) {
   constexpr int JC = GS < Isa::wgrad_channels ? GS : Isa::wgrad_channels;
-  for (int kh = 0; kh < 3; ++kh) {
-    const int64_t yin = y + kh - 1;
-    if (yin < 0 || yin >= s.H) continue;
-    const float* in_row = in_img + yin * s.W * s.C;
-    float* grad_kh = grad_block + kh * 3 * GS * Isa::width;
-    unroll<GS / JC>([&](auto q_) __attribute__((always_inline)) {
-      constexpr int Q = decltype(q_)::value;
-      weight_grad_taps<Isa, GS, Q * JC, JC, MASKED>(s, in_row, g_row, grad_kh, c0, m);
-    });
+  for (int j0 = 0; j0 < GS; j0 += JC)
+    weight_grad_taps<Isa, GS, JC, KH_VALID, MASKED>(s, in_row, g_rows, grad_block, j0, c0, m);
+}
+
+template <class Isa, int GS, int KH_VALID>
+void weight_grad_row(const ConvShape& s, const float* in_row, const float* const* g_rows, float* grad_packed) {
+  constexpr int VW = Isa::width;
+  for (int64_t c0 = 0; c0 < s.C; c0 += VW) {
+    float* grad_block = grad_packed + (c0 / VW) * 9 * GS * VW;
+    if (GS >= VW || c0 + VW <= s.C) {
+      weight_grad_row_channels<Isa, GS, KH_VALID, false>(s, in_row, g_rows, grad_block, c0, Isa::mask(VW));
+    } else if constexpr (GS < VW) {
+      weight_grad_row_channels<Isa, GS, KH_VALID, true>(s, in_row, g_rows, grad_block, c0, Isa::mask(s.C - c0));
+    }
   }
 }
 
+// Adds the weight gradient of input rows [row_begin, row_end) of the N*H rows (each with the up to
+// three grad-output rows it reaches) to grad_packed.
 template <class Isa, int GS>
 void weight_grad_rows(const ConvShape& s, const float* in, const float* grad_out, float* grad_packed,
                       int64_t row_begin, int64_t row_end) {
-  constexpr int VW = Isa::width;
-  const int64_t blocks = (s.C + VW - 1) / VW;
   for (int64_t r = row_begin; r < row_end; ++r) {
-    const int64_t n = r / s.H, y = r % s.H;
-    const float* in_img = in + n * s.H * s.W * s.C;
-    const float* g_row = grad_out + r * s.W * s.C;
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t c0 = b * VW;
-      float* grad_block = grad_packed + b * 9 * GS * VW;
-      if (GS >= VW || c0 + VW <= s.C) {
-        weight_grad_row_channels<Isa, GS, false>(s, in_img, g_row, grad_block, y, c0, Isa::mask(VW));
-      } else if constexpr (GS < VW) {
-        weight_grad_row_channels<Isa, GS, true>(s, in_img, g_row, grad_block, y, c0, Isa::mask(s.C - c0));
-      }
-    }
+    const int64_t yin = r % s.H;
+    const float* in_row = in + r * s.W * s.C;
+    const float* g_row = grad_out + r * s.W * s.C;  // same row; kh = 1
+    const float* g_rows[3] = {g_row + s.W * s.C, g_row, g_row - s.W * s.C};
+    const bool below = yin + 1 < s.H, above = yin > 0;  // rows reached by kh = 0 and kh = 2
+    if (below && above) weight_grad_row<Isa, GS, 0b111>(s, in_row, g_rows, grad_packed);
+    else if (below) weight_grad_row<Isa, GS, 0b011>(s, in_row, g_rows, grad_packed);
+    else if (above) weight_grad_row<Isa, GS, 0b110>(s, in_row, g_rows, grad_packed);
+    else weight_grad_row<Isa, GS, 0b010>(s, in_row, g_rows, grad_packed);
   }
 }
 

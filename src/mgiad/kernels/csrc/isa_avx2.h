@@ -7,8 +7,10 @@ namespace {
 struct Avx2 {
   using V = __m256;
   using Mask = __m256i;
+  using Control = __m256i;
   static constexpr int width = 8;
-  static constexpr int wgrad_channels = 2;  // input channels per weight-gradient pass: 6 accumulators
+  static constexpr int wgrad_channels = 1;  // input channels per weight-gradient pass: 9 accumulators
+  static constexpr bool row_pairs = false;  // forward blocks of 1 row x 8 pixels: 8 accumulators
 
   static inline Mask mask(int lanes) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -27,15 +29,17 @@ struct Avx2 {
     if constexpr (MASKED) _mm256_maskstore_ps(p, m, v);
     else _mm256_storeu_ps(p, v);
   }
-  // Lane l gets lane (l / GS) * GS + J of v (GS = 2 or 4: inside 128-bit lanes).
-  template <int GS, int J>
-  static inline V group_broadcast(V v) {
-    if constexpr (GS == 4) {
-      return _mm256_permute_ps(v, J * 0x55);
-    } else {
-      static_assert(GS == 2, "group_broadcast: GS < width");
-      return _mm256_permute_ps(v, J | (J << 2) | ((2 + J) << 4) | ((2 + J) << 6));
-    }
+  // The control vector of group_broadcast for input channel j of each group (GS = 2 or 4).
+  template <int GS>
+  static inline __m256i group_control(int j) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i group_start = _mm256_andnot_si256(_mm256_set1_epi32(GS - 1), lane);
+    return _mm256_add_epi32(group_start, _mm256_set1_epi32(j));
+  }
+  // Lane l gets lane control[l] of v (inside its 128-bit lane): input channel j of each group.
+  template <int GS>
+  static inline V group_broadcast(V v, __m256i control) {
+    return _mm256_permutevar_ps(v, control);
   }
 };
 

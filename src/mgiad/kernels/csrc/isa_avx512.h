@@ -7,8 +7,10 @@ namespace {
 struct Avx512 {
   using V = __m512;
   using Mask = __mmask16;
+  using Control = __m512i;
   static constexpr int width = 16;
-  static constexpr int wgrad_channels = 4;  // input channels per weight-gradient pass: 12 accumulators
+  static constexpr int wgrad_channels = 2;  // input channels per weight-gradient pass: 18 accumulators
+  static constexpr bool row_pairs = true;   // forward blocks of 2 rows x 8 pixels: 16 accumulators
 
   static inline Mask mask(int lanes) { return (Mask)((1u << lanes) - 1u); }
   static inline V zero() { return _mm512_setzero_ps(); }
@@ -24,19 +26,19 @@ struct Avx512 {
     if constexpr (MASKED) _mm512_mask_storeu_ps(p, m, v);
     else _mm512_storeu_ps(p, v);
   }
-  // Lane l gets lane (l / GS) * GS + J of v: input channel J of each group, across its group.
-  template <int GS, int J>
-  static inline V group_broadcast(V v) {
-    if constexpr (GS == 4) {
-      return _mm512_permute_ps(v, J * 0x55);
-    } else if constexpr (GS == 2) {
-      return _mm512_permute_ps(v, J | (J << 2) | ((2 + J) << 4) | ((2 + J) << 6));
-    } else {
-      static_assert(GS == 8, "group_broadcast: GS < width");
-      const __m512i index = _mm512_set_epi32(8 + J, 8 + J, 8 + J, 8 + J, 8 + J, 8 + J, 8 + J, 8 + J,
-                                             J, J, J, J, J, J, J, J);
-      return _mm512_permutexvar_ps(index, v);
-    }
+  // The control vector of group_broadcast for input channel j of each group (GS < width).
+  template <int GS>
+  static inline __m512i group_control(int j) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i group_start = _mm512_andnot_si512(_mm512_set1_epi32(GS - 1), lane);
+    return _mm512_add_epi32(group_start, _mm512_set1_epi32(j));
+  }
+  // Lane l gets lane control[l] of v: input channel j of each group, across its group (an in-lane
+  // permute when groups fit in 128-bit lanes).
+  template <int GS>
+  static inline V group_broadcast(V v, __m512i control) {
+    if constexpr (GS <= 4) return _mm512_permutevar_ps(v, control);
+    else return _mm512_permutexvar_ps(control, v);
   }
 };
 
