@@ -102,31 +102,40 @@ MGIAD_INLINE void conv_block(const ConvShape& s, const float* in_img, const floa
     for (int p = 0; p < PB; ++p) Isa::template store<MASKED>(out_px + (W + p) * C + c0, acc1[p], m);
 }
 
-template <class Isa, int GS, int R, bool MASKED>
-void conv_row_channels(const ConvShape& s, const float* in_img, const float* w_block, float* out_row,
-                       int64_t y, int64_t c0, typename Isa::Mask m) {
-  int64_t x0 = 0;
-  for (; x0 + 8 <= s.W; x0 += 8)
-    conv_block<Isa, GS, R, 8, MASKED>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, m);
-  if (x0 + 4 <= s.W) {
-    conv_block<Isa, GS, R, 4, MASKED>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, m);
-    x0 += 4;
+// PB output pixels (x0 ...) of R rows, all channels: the pixels' memory is read in order.
+// Meanwhile prefetches the input rows that the next R rows read first, and their output pixels.
+template <class Isa, int GS, int R, int PB>
+void conv_pixels(const ConvShape& s, const float* in_img, const float* w_packed, float* out_row, int64_t y,
+                 int64_t x0) {
+  constexpr int VW = Isa::width;
+  const int64_t row_size = s.W * s.C;
+  for (int64_t c0 = 0; c0 < s.C; c0 += VW) {
+    if (y + R + 2 <= s.H) {
+      for (int p = 0; p < PB; ++p) {
+        for (int k = 0; k < R; ++k) {
+          __builtin_prefetch(in_img + (y + 1 + R + k) * row_size + (x0 + p) * s.C + c0);
+          __builtin_prefetch(out_row + (R + k) * row_size + (x0 + p) * s.C + c0, 1);
+        }
+      }
+    }
+    const float* w_block = w_packed + (c0 / VW) * 9 * GS * VW;
+    if (GS >= VW || c0 + VW <= s.C) {
+      conv_block<Isa, GS, R, PB, false>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, Isa::mask(VW));
+    } else if constexpr (GS < VW) {
+      conv_block<Isa, GS, R, PB, true>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, Isa::mask(s.C - c0));
+    }
   }
-  for (; x0 < s.W; ++x0)
-    conv_block<Isa, GS, R, 1, MASKED>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, m);
 }
 
 template <class Isa, int GS, int R>
 void conv_rows_of(const ConvShape& s, const float* in_img, const float* w_packed, float* out_row, int64_t y) {
-  constexpr int VW = Isa::width;
-  for (int64_t c0 = 0; c0 < s.C; c0 += VW) {
-    const float* w_block = w_packed + (c0 / VW) * 9 * GS * VW;
-    if (GS >= VW || c0 + VW <= s.C) {
-      conv_row_channels<Isa, GS, R, false>(s, in_img, w_block, out_row, y, c0, Isa::mask(VW));
-    } else if constexpr (GS < VW) {
-      conv_row_channels<Isa, GS, R, true>(s, in_img, w_block, out_row, y, c0, Isa::mask(s.C - c0));
-    }
+  int64_t x0 = 0;
+  for (; x0 + 8 <= s.W; x0 += 8) conv_pixels<Isa, GS, R, 8>(s, in_img, w_packed, out_row, y, x0);
+  if (x0 + 4 <= s.W) {
+    conv_pixels<Isa, GS, R, 4>(s, in_img, w_packed, out_row, y, x0);
+    x0 += 4;
   }
+  for (; x0 < s.W; ++x0) conv_pixels<Isa, GS, R, 1>(s, in_img, w_packed, out_row, y, x0);
 }
 
 // Output rows [row_begin, row_end) of the N*H rows, in pairs of rows of one image where the ISA has
@@ -204,10 +213,20 @@ void weight_grad_row_channels(const ConvShape& s, const float* in_row, const flo
     weight_grad_taps<Isa, GS, JC, KH_VALID, MASKED>(s, in_row, g_rows, grad_block, j0, c0, m);
 }
 
+// All channel blocks of one input row; meanwhile prefetches the same block of the next input row and
+// of the grad-output row it adds (first touched there, at a stride the hardware does not follow).
 template <class Isa, int GS, int KH_VALID>
-void weight_grad_row(const ConvShape& s, const float* in_row, const float* const* g_rows, float* grad_packed) {
+void weight_grad_row(const ConvShape& s, const float* in_row, const float* const* g_rows, float* grad_packed,
+                     bool prefetch) {
   constexpr int VW = Isa::width;
+  const int64_t row_size = s.W * s.C;
   for (int64_t c0 = 0; c0 < s.C; c0 += VW) {
+    if (prefetch) {
+      for (int64_t x = 0; x < s.W; ++x) {
+        __builtin_prefetch(in_row + row_size + x * s.C + c0);
+        __builtin_prefetch(g_rows[0] + row_size + x * s.C + c0);
+      }
+    }
     float* grad_block = grad_packed + (c0 / VW) * 9 * GS * VW;
     if (GS >= VW || c0 + VW <= s.C) {
       weight_grad_row_channels<Isa, GS, KH_VALID, false>(s, in_row, g_rows, grad_block, c0, Isa::mask(VW));
@@ -228,10 +247,11 @@ void weight_grad_rows(const ConvShape& s, const float* in, const float* grad_out
     const float* g_row = grad_out + r * s.W * s.C;  // same row; kh = 1
     const float* g_rows[3] = {g_row + s.W * s.C, g_row, g_row - s.W * s.C};
     const bool below = yin + 1 < s.H, above = yin > 0;  // rows reached by kh = 0 and kh = 2
-    if (below && above) weight_grad_row<Isa, GS, 0b111>(s, in_row, g_rows, grad_packed);
-    else if (below) weight_grad_row<Isa, GS, 0b011>(s, in_row, g_rows, grad_packed);
-    else if (above) weight_grad_row<Isa, GS, 0b110>(s, in_row, g_rows, grad_packed);
-    else weight_grad_row<Isa, GS, 0b010>(s, in_row, g_rows, grad_packed);
+    const bool prefetch = r + 1 < row_end && yin + 2 < s.H;  // next row and its kh = 0 row in this image
+    if (below && above) weight_grad_row<Isa, GS, 0b111>(s, in_row, g_rows, grad_packed, prefetch);
+    else if (below) weight_grad_row<Isa, GS, 0b011>(s, in_row, g_rows, grad_packed, prefetch);
+    else if (above) weight_grad_row<Isa, GS, 0b110>(s, in_row, g_rows, grad_packed, prefetch);
+    else weight_grad_row<Isa, GS, 0b010>(s, in_row, g_rows, grad_packed, prefetch);
   }
 }
 
