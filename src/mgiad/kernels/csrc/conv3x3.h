@@ -74,50 +74,55 @@ MGIAD_INLINE void conv_input_row(typename Isa::V (&acc0)[PB], typename Isa::V (&
 
 // PB output pixels (x0 ...) of R (1 or 2) output rows y (, y + 1), channels [c0, c0 + width):
 // accumulators in registers; with R = 2 the input rows y and y + 1 are permuted once for both.
+// Between input rows it prefetches the same pixels of the input rows that the next R output rows
+// read first and of those output rows (a few at a time: a burst would stall on the fill buffers).
 template <class Isa, int GS, int R, int PB, bool MASKED>
 MGIAD_INLINE void conv_block(const ConvShape& s, const float* in_img, const float* w_block, float* out_px,
                              int64_t y, int64_t x0, int64_t c0, typename Isa::Mask m) {
   using V = typename Isa::V;
-  constexpr int VW = Isa::width;
-  const int64_t C = s.C, W = s.W;
-  const bool has_left = x0 > 0, has_right = x0 + PB < W;
-  auto row = [&](int64_t yin) { return in_img + yin * W * C; };
+  constexpr int VW = Isa::width, PARTS = R + 2;
+  const int64_t C = s.C, W = s.W, row_size = W * C;
+  const bool has_left = x0 > 0, has_right = x0 + PB < W, prefetch = y + R + 2 <= s.H;
+  auto row = [&](int64_t yin) { return in_img + yin * row_size; };
   auto taps = [&](int kh) { return w_block + kh * 3 * GS * VW; };
+  auto prefetch_part = [&](int part) __attribute__((always_inline)) {
+    if (!prefetch) return;
+    for (int p = part * PB / PARTS; p < (part + 1) * PB / PARTS; ++p)
+      for (int k = 0; k < R; ++k) {
+        __builtin_prefetch(row(y + 1 + R + k) + (x0 + p) * C + c0);
+        __builtin_prefetch(out_px + (R + k) * row_size + p * C + c0, 1);
+      }
+  };
   V acc0[PB], acc1[PB];
   for (int p = 0; p < PB; ++p) acc0[p] = acc1[p] = Isa::zero();
   if constexpr (R == 2) {
     if (y > 0)
       conv_input_row<Isa, GS, PB, MASKED, true, false>(acc0, acc1, row(y - 1), taps(0), nullptr, C, x0, c0, has_left, has_right, m);
-    for (int k = 0; k < 2; ++k)
+    prefetch_part(0);
+    for (int k = 0; k < 2; ++k) {
       conv_input_row<Isa, GS, PB, MASKED, true, true>(acc0, acc1, row(y + k), taps(1 + k), taps(k), C, x0, c0, has_left, has_right, m);
+      prefetch_part(1 + k);
+    }
     if (y + 2 < s.H)
       conv_input_row<Isa, GS, PB, MASKED, false, true>(acc0, acc1, row(y + 2), nullptr, taps(2), C, x0, c0, has_left, has_right, m);
+    prefetch_part(3);
   } else {
-    for (int kh = 0; kh < 3; ++kh)
+    for (int kh = 0; kh < 3; ++kh) {
       if (y + kh - 1 >= 0 && y + kh - 1 < s.H)
         conv_input_row<Isa, GS, PB, MASKED, true, false>(acc0, acc1, row(y + kh - 1), taps(kh), nullptr, C, x0, c0, has_left, has_right, m);
+      prefetch_part(kh);
+    }
   }
   for (int p = 0; p < PB; ++p) Isa::template store<MASKED>(out_px + p * C + c0, acc0[p], m);
   if constexpr (R == 2)
     for (int p = 0; p < PB; ++p) Isa::template store<MASKED>(out_px + (W + p) * C + c0, acc1[p], m);
 }
 
-// PB output pixels (x0 ...) of R rows, all channels: the pixels' memory is read in order.
-// Meanwhile prefetches the input rows that the next R rows read first, and their output pixels.
 template <class Isa, int GS, int R, int PB>
 void conv_pixels(const ConvShape& s, const float* in_img, const float* w_packed, float* out_row, int64_t y,
                  int64_t x0) {
   constexpr int VW = Isa::width;
-  const int64_t row_size = s.W * s.C;
   for (int64_t c0 = 0; c0 < s.C; c0 += VW) {
-    if (y + R + 2 <= s.H) {
-      for (int p = 0; p < PB; ++p) {
-        for (int k = 0; k < R; ++k) {
-          __builtin_prefetch(in_img + (y + 1 + R + k) * row_size + (x0 + p) * s.C + c0);
-          __builtin_prefetch(out_row + (R + k) * row_size + (x0 + p) * s.C + c0, 1);
-        }
-      }
-    }
     const float* w_block = w_packed + (c0 / VW) * 9 * GS * VW;
     if (GS >= VW || c0 + VW <= s.C) {
       conv_block<Isa, GS, R, PB, false>(s, in_img, w_block, out_row + x0 * s.C, y, x0, c0, Isa::mask(VW));
@@ -163,7 +168,7 @@ void conv_rows(const ConvShape& s, const float* in, const float* w_packed, float
 // vectors) are loaded from and stored back to grad_block.
 template <class Isa, int GS, int JC, int KH_VALID, bool MASKED>
 MGIAD_INLINE void weight_grad_taps(const ConvShape& s, const float* in_row, const float* const* g_rows,
-                                   float* grad_block, int J0, int64_t c0, typename Isa::Mask m) {
+                                   float* grad_block, int J0, int64_t c0, bool prefetch, typename Isa::Mask m) {
   using V = typename Isa::V;
   constexpr int VW = Isa::width;
   const int64_t C = s.C, W = s.W, group_base = c0 - c0 % GS;
@@ -175,7 +180,12 @@ MGIAD_INLINE void weight_grad_taps(const ConvShape& s, const float* in_row, cons
         for (int jj = 0; jj < JC; ++jj) a[kh][kw][jj] = Isa::template load<false>(at(kh, kw, jj), m);
   typename Isa::Control control[JC];
   for (int jj = 0; jj < JC; ++jj) control[jj] = control_for<Isa, GS>(J0 + jj);
+  const int64_t row_size = W * C;
   auto step = [&](int64_t xin, bool first, bool last) __attribute__((always_inline)) {
+    if (prefetch) {
+      __builtin_prefetch(in_row + row_size + xin * C + c0);
+      __builtin_prefetch(g_rows[0] + row_size + xin * C + c0);
+    }
     V v[JC];
     for (int jj = 0; jj < JC; ++jj)
       v[jj] = group_channel<Isa, GS, MASKED>(in_row + xin * C, c0, group_base, J0 + jj, control[jj], m);
@@ -205,33 +215,26 @@ MGIAD_INLINE void weight_grad_taps(const ConvShape& s, const float* in_row, cons
         for (int jj = 0; jj < JC; ++jj) Isa::template store<false>(at(kh, kw, jj), a[kh][kw][jj], m);
 }
 
+// The first pass over the row also prefetches (if `prefetch`) the same channels of the next input row
+// and of the grad-output row it adds (first touched there).
 template <class Isa, int GS, int KH_VALID, bool MASKED>
 void weight_grad_row_channels(const ConvShape& s, const float* in_row, const float* const* g_rows,
-                              float* grad_block, int64_t c0, typename Isa::Mask m) {
+                              float* grad_block, int64_t c0, bool prefetch, typename Isa::Mask m) {
   constexpr int JC = GS < Isa::wgrad_channels ? GS : Isa::wgrad_channels;
   for (int j0 = 0; j0 < GS; j0 += JC)
-    weight_grad_taps<Isa, GS, JC, KH_VALID, MASKED>(s, in_row, g_rows, grad_block, j0, c0, m);
+    weight_grad_taps<Isa, GS, JC, KH_VALID, MASKED>(s, in_row, g_rows, grad_block, j0, c0, prefetch && j0 == 0, m);
 }
 
-// All channel blocks of one input row; meanwhile prefetches the same block of the next input row and
-// of the grad-output row it adds (first touched there, at a stride the hardware does not follow).
 template <class Isa, int GS, int KH_VALID>
 void weight_grad_row(const ConvShape& s, const float* in_row, const float* const* g_rows, float* grad_packed,
                      bool prefetch) {
   constexpr int VW = Isa::width;
-  const int64_t row_size = s.W * s.C;
   for (int64_t c0 = 0; c0 < s.C; c0 += VW) {
-    if (prefetch) {
-      for (int64_t x = 0; x < s.W; ++x) {
-        __builtin_prefetch(in_row + row_size + x * s.C + c0);
-        __builtin_prefetch(g_rows[0] + row_size + x * s.C + c0);
-      }
-    }
     float* grad_block = grad_packed + (c0 / VW) * 9 * GS * VW;
     if (GS >= VW || c0 + VW <= s.C) {
-      weight_grad_row_channels<Isa, GS, KH_VALID, false>(s, in_row, g_rows, grad_block, c0, Isa::mask(VW));
+      weight_grad_row_channels<Isa, GS, KH_VALID, false>(s, in_row, g_rows, grad_block, c0, prefetch, Isa::mask(VW));
     } else if constexpr (GS < VW) {
-      weight_grad_row_channels<Isa, GS, KH_VALID, true>(s, in_row, g_rows, grad_block, c0, Isa::mask(s.C - c0));
+      weight_grad_row_channels<Isa, GS, KH_VALID, true>(s, in_row, g_rows, grad_block, c0, prefetch, Isa::mask(s.C - c0));
     }
   }
 }
