@@ -150,3 +150,12 @@ def test_no_compiler_warns_once_in_one_line_and_uses_pytorch(monkeypatch):
     monkeypatch.setattr(grouped_conv.GroupedConv3x3, "apply", lambda *a: pytest.fail("kernels used"))
     x, weight, _ = _inputs(1, 8, 4, 4, 4, channels_last=True)
     torch.testing.assert_close(kernels.grouped_conv3x3(x, weight), _reference(x, weight))
+
+
+@needs_compiler
+def test_benchmark_runs(capsys):
+    from mgiad.kernels import bench
+
+    bench.main(["--shape", "16,4,5,6", "--batch", "1", "--repeats", "1", "--stat", "min"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + 3 and lines[-1].split()[3] == "grad-weight"

@@ -3,8 +3,9 @@ the same channels_last float32 tensors, at MGiaD(lambda=3)'s shapes.
 
 For each shape it times forward, gradient of the input and gradient of the weight, ours and
 oneDNN's (``F.conv2d`` / ``torch.ops.aten.convolution_backward``), in one process, interleaved
-(ours, oneDNN, ours, oneDNN, ...), and prints the median milliseconds, GFLOP/s (2 * N*H*W*C*g*9
-flops per pass) and the speed-up (oneDNN time / our time; above 1 means ours is faster).
+(ours, oneDNN, ours, oneDNN, ...), and prints the median (--stat min: the best) milliseconds,
+GFLOP/s (2 * N*H*W*C*g*9 flops per pass) and the speed-up (oneDNN time / our time; above 1 means
+ours is faster).
 
 Every pass allocates its output, and glibc returns each block over 32 MB to the OS when freed, so
 that every new one pays page faults (~15 ms per 50 MB here, for both sides). --reuse-memory reruns the
@@ -56,8 +57,8 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def bench_shape(batch, channels, group_size, height, width, repeats, isa):
-    """[(pass, ours seconds, oneDNN seconds)], medians of interleaved runs."""
+def bench_shape(batch, channels, group_size, height, width, repeats, isa, stat=statistics.median):
+    """[(pass, ours seconds, oneDNN seconds)]: stat (median, min) of interleaved runs."""
     cl = torch.channels_last
     x = torch.randn(batch, channels, height, width).contiguous(memory_format=cl)
     grad_out = torch.randn_like(x)
@@ -71,7 +72,7 @@ def bench_shape(batch, channels, group_size, height, width, repeats, isa):
             for _ in range(repeats):
                 times[0].append(seconds(ours))
                 times[1].append(seconds(onednn))
-            rows.append((name, statistics.median(times[0]), statistics.median(times[1])))
+            rows.append((name, stat(times[0]), stat(times[1])))
     return rows
 
 
@@ -85,6 +86,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, here %d)"
                         % torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of each pass (default 10)")
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="statistic of the timed runs (default median; min where other jobs share the CPU)")
     parser.add_argument("--isa", choices=["avx512", "avx2"], default=None, help="instruction set (default: best)")
     parser.add_argument("--reuse-memory", action="store_true",
                         help="rerun with glibc keeping freed memory (no page faults on each new output)")
@@ -101,12 +104,13 @@ def main(argv=None):
     torch.manual_seed(0)
     memory = "freed memory kept" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "default allocator"
     print(f"threads {torch.get_num_threads()}, isa {runtime.ISA_NAMES[isa]}, batch {args.batch}, "
-          f"median of {args.repeats}, {memory}")
+          f"{args.stat} of {args.repeats}, {memory}")
     print(f"{'C':>4} {'g':>2} {'HxW':>6} {'pass':<12} {'ours ms':>8} {'oneDNN ms':>10} {'ours GF/s':>10} "
           f"{'oneDNN GF/s':>12} {'speed-up':>9}")
     for channels, group_size, height, width in args.shape or DEFAULT_SHAPES:
         flops = 2 * args.batch * height * width * channels * group_size * 9
-        for name, ours, onednn in bench_shape(args.batch, channels, group_size, height, width, args.repeats, isa):
+        for name, ours, onednn in bench_shape(args.batch, channels, group_size, height, width, args.repeats, isa,
+                                              {"median": statistics.median, "min": min}[args.stat]):
             print(f"{channels:>4} {group_size:>2} {f'{height}x{width}':>6} {name:<12} {ours * 1e3:>8.2f} "
                   f"{onednn * 1e3:>10.2f} {flops / ours / 1e9:>10.1f} {flops / onednn / 1e9:>12.1f} "
                   f"{onednn / ours:>8.2f}x")
