@@ -27,8 +27,10 @@ MODEL_ARG_HELP = {
     "smoothing_steps": "nu: MgNet smoothing steps per level (one value, or one per level)",
     "share": "MgNet weight sharing: 'AB' (one A and one B per level) or 'A' (new B every step)",
     "blocks": "blocks per resolution level (MGIC: one number)",
-    "recompute": "recompute each resolution level's smoothing in backward instead of storing its "
-                 "activations: less memory, about one more forward pass of time (MgNet, MGiaD)",
+    "recompute": "train with less memory by running parts of the forward again in backward "
+                 "(MgNet, MGiaD): 'level' (the default of a bare --recompute) stores each "
+                 "resolution level's inputs; 'step' stores only each smoothing step's u, f "
+                 "(least memory; docs/performance.md has the memory and time of each)",
     "impl": "'fast' (default: channels-last on CPU, memory-lean smoothing steps) or 'reference' "
             "(the readable code); same results (MgNet, MGiaD)",
 }
@@ -61,7 +63,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
             flag = "--" + p.name.replace("_", "-")
             help_text = MODEL_ARG_HELP.get(p.name, p.name.replace("_", " "))
             kind = _arg_type(p.name, p.default, p.annotation)
-            if kind is bool:
+            if p.name == "recompute":  # False / "level" / "step" (mgiad.recompute)
+                group.add_argument(flag, nargs="?", const="level", choices=("level", "step"),
+                                   default=None, help=help_text)
+                group.add_argument("--no-recompute", dest="recompute", action="store_const",
+                                   const=False, help="store every activation (the default)")
+            elif kind is bool:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                    help=help_text)
             elif _is_sequence(p.annotation) or isinstance(p.default, (tuple, list)):

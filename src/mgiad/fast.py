@@ -15,7 +15,6 @@ with gradients, the readable path runs (it is as cheap there, and it is what exp
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["applies", "smoothing_step", "SmoothingStepFunction", "tune_malloc",
-           "malloc_tuned", "recomputed"]
+           "malloc_tuned"]
 
 
 def _bn_factor(bn: nn.BatchNorm2d) -> float:
@@ -122,33 +121,6 @@ def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Con
         u, f, A_u, B.weight, bn1.weight, bn1.bias, bn2.weight, bn2.bias,
         (bn1.running_mean, bn1.running_var), (bn2.running_mean, bn2.running_var), factors,
         (bn1.eps, bn2.eps), (B.stride, B.padding, B.dilation, B.groups))
-
-
-@contextlib.contextmanager
-def _batchnorm_statistics_frozen(module: nn.Module):
-    """While recomputing a forward for backward, BatchNorms must not update their running
-    statistics a second time: momentum 0 keeps them, and the batch counter is restored."""
-    norms = [m for m in module.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, count) in zip(norms, saved):
-            m.momentum = momentum
-            m.num_batches_tracked.copy_(count)
-
-
-def recomputed(module: nn.Module, *inputs: Tensor) -> Tensor:
-    """``module(*inputs)`` without storing its activations: backward runs its forward again
-    (``torch.utils.checkpoint``, non-reentrant). Outputs, gradients and BatchNorm running
-    statistics are those of a plain call."""
-    from torch.utils.checkpoint import checkpoint
-    return checkpoint(module, *inputs, use_reentrant=False,
-                      context_fn=lambda: (contextlib.nullcontext(),
-                                          _batchnorm_statistics_frozen(module)))
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import fast
+from . import fast, recompute
 
 __all__ = [
     "conv", "BNReLU", "ConvBNReLU", "Stem", "Classifier", "SmoothingStep", "smooth",
-    "FASTransfer", "check_positive_int", "check_divisible", "is_tracing", "IMPLS", "check_impl",
+    "FASTransfer", "residual", "check_positive_int", "check_divisible", "is_tracing", "IMPLS", "check_impl",
 ]
 
 
@@ -72,6 +72,14 @@ class ConvBNReLU(nn.Sequential):
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+        self.recompute = False  # set by the model: recompute="step" stores only the input
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.recompute and recompute.recomputes(self):
+            out = recompute.conv_bn_relu(self, x)
+            if out is not None:
+                return out
+        return super().forward(x)
 
 
 class Stem(nn.Module):
@@ -137,6 +145,7 @@ class SmoothingStep(nn.Module):
         self.norm_residual = BNReLU(channels)
         self.norm_correction = BNReLU(channels)
         self.impl = check_impl(impl)
+        self.recompute = False  # set by the model: recompute="step" (see smooth)
 
     def forward(self, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
         if self.impl == "fast" and not is_tracing() and fast.applies(self, B, u):
@@ -151,12 +160,26 @@ def smooth(steps: Sequence[SmoothingStep], A: nn.Module, B, u: Tensor, f: Tensor
     ``A_u`` is ``A(u)`` if the caller already has it (eq. 9 and algorithm 2 line 5 compute it on
     the coarse level's initial ``u``); it is used once, never recomputed. Returns ``u`` and ``A(u)``
     for the returned ``u`` when still known (no step ran), else ``None``.
+    A step with ``recompute`` set keeps only its inputs ``u``, ``f`` for backward, which runs
+    ``A(u)`` and the step again (``recompute="step"``).
     """
     for i, step in enumerate(steps):
         B_i = B[i] if isinstance(B, nn.ModuleList) else B
-        u = step(u, f, A(u) if A_u is None else A_u, B_i)
+        if getattr(step, "recompute", False) and recompute.recomputes(step):  # not folded steps
+            u = recompute.smoothing_step(step, u, f, A, B_i, A_u)
+        else:
+            u = step(u, f, A(u) if A_u is None else A_u, B_i)
         A_u = None
     return u, A_u
+
+
+def residual(f: Tensor, u: Tensor, A: nn.Module, A_u: Tensor | None = None) -> Tensor:
+    """``f - A(u)``; ``A_u`` if the caller has ``A(u)`` already. A freshly computed ``A(u)`` is
+    overwritten with the residual (one feature map fewer at once; autograd allows it, since a
+    convolution's backward does not need its output)."""
+    if A_u is not None:
+        return f - A_u
+    return A(u).neg_().add_(f)
 
 
 class FASTransfer(nn.Module):
@@ -180,4 +203,8 @@ class FASTransfer(nn.Module):
         self.R = make(channels, coarse_channels, kernel_size, stride, groups)
 
     def forward(self, u: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
-        return self.Pi(u), self.R(residual if self.norm else F.relu(residual))
+        return self.Pi(u), self.restrict_residual(residual)
+
+    def restrict_residual(self, residual: Tensor) -> Tensor:
+        """``f'`` without ``+ A'(u')``: ``R(f - A u)`` (after a ReLU if ``norm=False``)."""
+        return self.R(residual if self.norm else F.relu(residual))

@@ -12,7 +12,8 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from ..layers import (FASTransfer, SmoothingStep, check_divisible, check_positive_int, conv,
-                      smooth)
+                      residual, smooth)
+from ..recompute import recomputed, recomputes
 from ..registry import register_model
 from .multigrid import ResolutionMultigrid, scale_widths
 
@@ -56,6 +57,7 @@ class SiC(nn.Module):
         self.pre = nn.ModuleList(SmoothingStep(channels) for _ in range(pre_smooth))
         self.post = nn.ModuleList(SmoothingStep(channels) for _ in range(post_smooth))
         self.transfer = self.coarse = self.P = None
+        self.recompute = False  # set by the model: recompute="step" (see restrict)
         if not coarsest:
             half = levels[1]
             self.transfer = FASTransfer(channels, half, kernel_size=1, stride=1, groups=half)
@@ -68,15 +70,32 @@ class SiC(nn.Module):
     def forward(self, f: Tensor, u: Tensor, A_u: Tensor | None = None) -> Tensor:
         # lines 1-2: pre-smoothing u = u + B(f - A u)
         u, A_u = smooth(self.pre, self.A, self.B, u, f, A_u)
-        if self.coarse is not None:                                  # line 3: kappa != K
-            A_u = self.A(u) if A_u is None else A_u
-            u_c, r_c = self.transfer(u, f - A_u)                      # line 4, R-hat(f - A u)
-            A_u_c = self.coarse.A(u_c)                                # line 5: + A-hat_{k+1} u_{k+1},
-            u_hat = self.coarse(r_c + A_u_c, u_c, A_u_c)              # line 6, reused by its smoothing
-            u = u + self.P(u_hat)                                     # line 7
+        if self.coarse is not None:                                   # line 3: kappa != K
+            step = self.recompute and recomputes(self)  # recompute="step": store f, u only
+            u = recomputed(self, f, u, A_u, fn=self.correct) if step else self.correct(f, u, A_u)
             A_u = None
         # lines 8-9: post-smoothing with the same A-hat, B-hat
         return smooth(self.post, self.A, self.B, u, f, A_u)[0]
+
+    def correct(self, f: Tensor, u: Tensor, A_u: Tensor | None = None) -> Tensor:
+        """Lines 4-7: the correction from channel level ``kappa + 1``."""
+        u_c, f_c, A_u_c = self.restrict(f, u, A_u)                    # lines 4-5
+        u_hat = self.coarse(f_c, u_c, A_u_c)                          # line 6
+        return u + self.P(u_hat)                                      # line 7
+
+    def restrict(self, f: Tensor, u: Tensor, A_u: Tensor | None = None):
+        """Lines 4-5: ``u_c = Pi-hat(u)``, ``f_c = R-hat(f - A-hat u) + A-hat_{k+1} u_c``; also
+        returns ``A-hat_{k+1} u_c``, reused by the coarse level's first smoothing step (or
+        ``None`` under ``recompute="step"``, which stores only ``f``, ``u`` for this)."""
+        if self.recompute and recomputes(self):
+            return recomputed(self.transfer, f, u, A_u, fn=self._restrict)[:2] + (None,)
+        return self._restrict(f, u, A_u)
+
+    def _restrict(self, f: Tensor, u: Tensor, A_u: Tensor | None):
+        r_c = self.transfer.restrict_residual(residual(f, u, self.A, A_u))  # R-hat(f - A u)
+        u_c = self.transfer.Pi(u)                                     # Pi-hat(u)
+        A_u_c = self.coarse.A(u_c)                                    # + A-hat_{k+1} u_{k+1}
+        return u_c, r_c + A_u_c, A_u_c
 
 
 @register_model("mgiad")
@@ -92,14 +111,15 @@ class MGiaD(ResolutionMultigrid):
         pre_smooth, post_smooth: ``eta_pre``, ``eta_post`` smoothing steps per channel level.
         prolong_norm: BatchNorm after ``P-hat`` (the paper's Tiny ImageNet and ImageNet models).
         impl: ``"fast"`` (default) or ``"reference"``: how smoothing steps train (same results).
-        recompute: recompute each level's SiC V-cycle in backward instead of storing it (memory).
+        recompute: ``False``, ``"level"`` (or ``True``) or ``"step"``: train with less memory by
+            running parts of the forward again in backward (:mod:`mgiad.recompute`).
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
                  widths: Sequence[int] = (64, 128, 256, 256), width_mult: float = 1,
                  group_size: int = 8, coarse_channels: int = 64, pre_smooth: int = 1,
                  post_smooth: int = 1, prolong_norm: bool = False, impl: str = "fast",
-                 recompute: bool = False):
+                 recompute: bool | str = False):
         channels = scale_widths(widths, width_mult)
         check_positive_int("group_size", group_size)
         check_positive_int("coarse_channels", coarse_channels)

@@ -40,7 +40,8 @@ class MgNet(ResolutionMultigrid):
         group_size: channels per group of ``A`` and ``B`` (the grouped MgNet of the paper's fig. 7);
             ``None`` means fully coupled.
         impl: ``"fast"`` (default) or ``"reference"``: how smoothing steps train (same results).
-        recompute: recompute each level's smoothing in backward instead of storing it (memory).
+        recompute: ``False``, ``"level"`` (or ``True``) or ``"step"``: train with less memory by
+            running parts of the forward again in backward (:mod:`mgiad.recompute`).
         transfer_norm: ``True`` (default): BN + ReLU after the poolings ``R`` and ``Pi``, as the
             paper's text says of every convolution and as MGiaD's transfers are built. ``False``:
             the MgNet code of the MGiaD authors, ``u' = Pi(u)``, ``f' = R(relu(f - A u)) + A'(u')``,
@@ -52,7 +53,7 @@ class MgNet(ResolutionMultigrid):
                  widths: Sequence[int] = (64, 128, 256, 256),
                  smoothing_steps: int | Sequence[int] = 2, share: str = "AB",
                  width_mult: float = 1, group_size: int | None = None, impl: str = "fast",
-                 recompute: bool = False, transfer_norm: bool = True):
+                 recompute: bool | str = False, transfer_norm: bool = True):
         channels = scale_widths(widths, width_mult)
         if share not in ("AB", "A"):
             raise ValueError(f"share must be 'AB' or 'A', got {share!r}")

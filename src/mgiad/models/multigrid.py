@@ -6,14 +6,15 @@ Algorithm 1 (MgNet) and algorithm 3 (MGiaD) differ only in the smoother used on 
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..fast import recomputed
+from ..recompute import check_recompute, recomputed, recomputes
 from ..layers import (Classifier, FASTransfer, SmoothingStep, Stem, check_impl,
-                      check_positive_int, is_tracing)
+                      check_positive_int, is_tracing, residual)
 
 
 def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
@@ -70,20 +71,17 @@ class ResolutionMultigrid(ImageClassifier):
     Each smoother is a module with a convolution ``A`` (the level's ``A_l``) and a forward
     ``smoother(f, u, A_u) -> u`` where ``A_u = A(u)`` for the given ``u``. ``impl`` picks the
     smoothing steps' implementation (:class:`~mgiad.layers.SmoothingStep`); parameters, buffers
-    and results are the same for both. ``recompute`` runs each level's smoother again in backward
-    instead of storing its activations (less memory, about one more forward pass of time).
+    and results are the same for both. ``recompute`` (``False``, ``"level"``, ``"step"``; see
+    :mod:`mgiad.recompute`) stores less for backward and runs parts of the forward again.
     ``transfer_norm``: BN + ReLU after ``R`` and ``Pi`` (the paper's text), or none of them and a
     ReLU on ``f - A u`` before ``R`` (the authors' code; see :class:`~mgiad.layers.FASTransfer`).
     """
 
     def __init__(self, num_classes: int, in_chans: int, stem: str, channels: Sequence[int],
-                 smoothers: Sequence[nn.Module], impl: str = "fast", recompute: bool = False,
+                 smoothers: Sequence[nn.Module], impl: str = "fast", recompute: bool | str = False,
                  transfer_norm: bool = True):
         super().__init__(num_classes, in_chans)
         self.impl = check_impl(impl)
-        if not isinstance(recompute, bool):
-            raise ValueError(f"recompute must be True or False, got {recompute!r}")
-        self.recompute = recompute
         self.channels = list(channels)
         self.stem = Stem(in_chans, channels[0], stem)
         self.smoothers = nn.ModuleList(smoothers)
@@ -94,6 +92,21 @@ class ResolutionMultigrid(ImageClassifier):
         self.head = Classifier(channels[-1], num_classes)
         init_weights(self)
         self.set_impl(impl)
+        self.recompute = recompute
+
+    @property
+    def recompute(self) -> str | bool:
+        """``False``, ``"level"`` or ``"step"`` (see :data:`RECOMPUTE`); ``True`` means ``"level"``."""
+        return self._recompute
+
+    @recompute.setter
+    def recompute(self, mode: str | bool) -> None:
+        self._recompute = check_recompute(mode)
+        for m in self.modules():
+            if hasattr(m, "recompute") and m is not self:  # smoothing steps, SiC levels
+                m.recompute = self._recompute == "step"
+        if isinstance(getattr(self, "config", None), dict):
+            self.config["recompute"] = self._recompute
 
     def set_impl(self, impl: str) -> "ResolutionMultigrid":
         """Switch every smoothing step to ``"fast"`` or ``"reference"`` (in place)."""
@@ -109,19 +122,34 @@ class ResolutionMultigrid(ImageClassifier):
         if self.impl == "fast" and not is_tracing() and x.device.type == "cpu" and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's grouped and strided
             # depthwise convolutions run much faster in NHWC (docs/performance.md)
-        f = self.stem(x)
-        u = torch.zeros_like(f)  # algorithm 1/3 line 1: u_1 = 0, so A_1(u_1) = 0 without a conv
+        step = self.recompute == "step" and recomputes(self)  # least memory: see mgiad.recompute
+        f = recomputed(self.stem, x) if step else self.stem(x)
+        u = zero_features(f, expanded=step)  # algorithm 1/3 line 1: u_1 = 0, so A_1(u_1) = 0
         A_u = u
-        recompute = self.recompute and self.training and torch.is_grad_enabled() and not (
-            is_tracing() or torch.compiler.is_compiling())
+        recompute = self.recompute and recomputes(self)
         for l, smoother in enumerate(self.smoothers):
             u = recomputed(smoother, f, u, A_u) if recompute else smoother(f, u, A_u)
             if l + 1 < len(self.smoothers):
-                coarse = self.smoothers[l + 1]
-                u, r = self.transfers[l](u, f - smoother.A(u))  # eq. (8), R_l(f_l - A_l u_l)
-                A_u = coarse.A(u)                               # computed once: eq. (9) and the
-                f = r + A_u                                     # first smoothing step reuse it
+                if step:  # the first smoothing step on level l+1 computes A(u) again
+                    u, f = recomputed(self.transfers[l], u, f, fn=functools.partial(
+                        self.restrict, l))[:2]
+                    A_u = None
+                else:
+                    u, f, A_u = self.restrict(l, u, f)
         return u
+
+    def restrict(self, l: int, u: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """FAS to level ``l + 1``, eq. (8)-(9): ``u' = Pi(u)``, ``f' = R(f - A u) + A'(u')``;
+        also returns ``A'(u')``, which the first smoothing step on level ``l + 1`` reuses."""
+        u, r = self.transfers[l](u, residual(f, u, self.smoothers[l].A))
+        A_u = self.smoothers[l + 1].A(u)
+        return u, r + A_u, A_u
+
+
+def zero_features(f: Tensor, expanded: bool = False) -> Tensor:
+    """``u = 0`` shaped like ``f``; ``expanded``: one stored zero, for recomputation, which
+    would otherwise keep a whole feature map of zeros for backward."""
+    return f.new_zeros(()).expand_as(f) if expanded else torch.zeros_like(f)
 
 
 def init_weights(model: nn.Module) -> None:
