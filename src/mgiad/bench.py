@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .fast import malloc_tuned, tune_malloc
+from .max_batch import fit_largest_batch, parse_size
 
 __all__ = ["ModelSpec", "parse_spec", "DEFAULT_MODELS", "BenchResult", "run_bench", "main"]
 
@@ -109,6 +110,8 @@ class BenchResult:
     train_ratio: float | None = None
     infer_ratio: float | None = None
     memory_ratio: float | None = None
+    max_batch: int | None = None
+    max_batch_fit: str | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -266,10 +269,11 @@ def measure_memory(spec: ModelSpec, batch_size: int, image_size: int, num_classe
     return float(probe.peak - probe.start)
 
 
-def _memory_in_subprocess(spec: ModelSpec, args: argparse.Namespace) -> float:
+def _memory_in_subprocess(spec: ModelSpec, args: argparse.Namespace,
+                          batch_size: int | None = None) -> float:
     payload = json.dumps({"name": spec.name, "kwargs": spec.kwargs})
     cmd = [sys.executable, "-m", "mgiad.bench", "--memory-probe", payload,
-           "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
+           "--batch-size", str(batch_size or args.batch_size), "--image-size", str(args.image_size),
            "--num-classes", str(args.num_classes), "--dtype", args.dtype,
            "--threads", str(torch.get_num_threads())]
     if args.channels_last:
@@ -314,6 +318,13 @@ def run_bench(specs: list[ModelSpec], args: argparse.Namespace, log=print) -> di
             else:
                 peak = _memory_in_subprocess(spec, args)
             r.peak_mb = peak / 2**20
+    if getattr(args, "max_batch", None):
+        budget = parse_size(args.max_batch)
+        log(f"fitting the largest batch within {args.max_batch} (two batch sizes per model)")
+        for r, spec in zip(results, specs):
+            fit = fit_largest_batch(lambda b: _training_bytes(spec, b, args, device, dtype),
+                                    budget, args.batch_size, check=device.type == "cuda")
+            r.max_batch, r.max_batch_fit = fit.max_batch, fit.describe()
     base = results[0]
     for r in results:
         for attr, ratio in (("train_ms", "train_ratio"), ("infer_ms", "infer_ratio"),
@@ -325,10 +336,26 @@ def run_bench(specs: list[ModelSpec], args: argparse.Namespace, log=print) -> di
                 "num_classes": args.num_classes, "device": str(device), "dtype": args.dtype,
                 "channels_last": args.channels_last, "warmup": args.warmup,
                 "repeats": args.repeats, "threads": torch.get_num_threads(),
-                "malloc_tuned": malloc_tuned(),
+                "malloc_tuned": malloc_tuned(), "max_batch": getattr(args, "max_batch", None),
                 "memory_method": ("torch.cuda.max_memory_allocated" if device.type == "cuda"
                                   else cpu_memory_method())},
             "baseline": base.label, "models": [asdict(r) for r in results]}
+
+
+def _training_bytes(spec: ModelSpec, batch_size: int, args: argparse.Namespace,
+                    device: torch.device, dtype: torch.dtype) -> float:
+    """Everything a training step at ``batch_size`` holds at its peak: weights and input as well
+    as the measured peak above them."""
+    from .counting import count_parameters
+    weights = count_parameters(spec.build(args.num_classes)) * 4
+    image = 3 * args.image_size ** 2 * 4 + 8
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        peak = measure_memory(spec, batch_size, args.image_size, args.num_classes, device, dtype,
+                              args.channels_last)
+    else:
+        peak = _memory_in_subprocess(spec, args, batch_size)
+    return weights + image * batch_size + peak
 
 
 def _machine(device: torch.device) -> dict[str, Any]:
@@ -355,6 +382,10 @@ def format_table(report: dict[str, Any]) -> str:
             f"{f(r['train_images_per_s'], '7.0f')} {f(r['train_ratio'], '6.2f')} "
             f"{f(r['infer_ms'], '9.1f')} {f(r['infer_images_per_s'], '7.0f')} "
             f"{f(r['infer_ratio'], '6.2f')} {f(r['peak_mb'], '8.0f')} {f(r['memory_ratio'], '6.2f')}")
+    fits = [r for r in report["models"] if r.get("max_batch") is not None]
+    if fits:
+        lines.append(f"largest training batch within {report['settings']['max_batch']}:")
+        lines += [f"  {r['label']:<{w}} {r['max_batch_fit']}" for r in fits]
     s = report["settings"]
     lines.append(f"ratios (x base) against {base}; batch {s['batch_size']}, {s['image_size']}x"
                  f"{s['image_size']}, {s['device']}, {s['dtype']}, {s['threads']} threads, "
@@ -382,6 +413,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--repeats", type=int, default=7,
                    help="timed rounds; medians are reported (default 7)")
+    p.add_argument("--max-batch", metavar="BUDGET",
+                   help="also find each model's largest training batch within a memory budget "
+                        "(e.g. 16GiB, 80GB): peak memory is measured at --batch-size and a "
+                        "quarter of it and is linear in the batch; on CUDA the result is then "
+                        "checked by a run, on the CPU it is extrapolated")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
@@ -394,6 +430,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError("--warmup must be >= 0")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    if args.max_batch:
+        parse_size(args.max_batch)  # a bad budget fails before any measurement
     if args.threads:
         torch.set_num_threads(args.threads)
     tune_malloc()  # as `mgiad train` does (a no-op when the CLI already did it)
