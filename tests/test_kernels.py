@@ -75,6 +75,16 @@ def test_matches_conv2d_and_its_gradients(isa, shape, channels_last):
 
 
 @needs_compiler
+def test_large_outputs_written_past_the_caches(isa):
+    """Outputs of 16 MB and more are written with non-temporal stores."""
+    x, weight, grad_out = _inputs(4, 64, 128, 128, 4, channels_last=True)
+    ours = _forward_backward(kernels.grouped_conv3x3, x, weight, grad_out)
+    reference = _forward_backward(_reference, x, weight, grad_out)
+    for a, b, atol in zip(ours, reference, (1e-4, 1e-4, 5e-3)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=atol)
+
+
+@needs_compiler
 def test_kernels_run_on_applicable_inputs(isa, monkeypatch):
     calls = []
     real_apply = grouped_conv.GroupedConv3x3.apply

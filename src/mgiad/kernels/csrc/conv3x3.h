@@ -90,7 +90,7 @@ MGIAD_INLINE void conv_block(const ConvShape& s, const float* in_img, const floa
     for (int p = part * PB / PARTS; p < (part + 1) * PB / PARTS; ++p)
       for (int k = 0; k < R; ++k) {
         __builtin_prefetch(row(y + 1 + R + k) + (x0 + p) * C + c0);
-        __builtin_prefetch(out_px + (R + k) * row_size + p * C + c0, 1);
+        if (!s.stream_out) __builtin_prefetch(out_px + (R + k) * row_size + p * C + c0, 1);
       }
   };
   V acc0[PB], acc1[PB];
@@ -112,6 +112,12 @@ MGIAD_INLINE void conv_block(const ConvShape& s, const float* in_img, const floa
         conv_input_row<Isa, GS, PB, MASKED, true, false>(acc0, acc1, row(y + kh - 1), taps(kh), nullptr, C, x0, c0, has_left, has_right, m);
       prefetch_part(kh);
     }
+  }
+  if (!MASKED && s.stream_out) {
+    for (int p = 0; p < PB; ++p) Isa::store_stream(out_px + p * C + c0, acc0[p]);
+    if constexpr (R == 2)
+      for (int p = 0; p < PB; ++p) Isa::store_stream(out_px + (W + p) * C + c0, acc1[p]);
+    return;
   }
   for (int p = 0; p < PB; ++p) Isa::template store<MASKED>(out_px + p * C + c0, acc0[p], m);
   if constexpr (R == 2)
@@ -160,6 +166,7 @@ void conv_rows(const ConvShape& s, const float* in, const float* w_packed, float
       r += 1;
     }
   }
+  if (s.stream_out) Isa::store_fence();
 }
 
 // Weight gradient from one input row, input channels J0 .. J0 + JC - 1 of each group, all taps:

@@ -29,6 +29,9 @@ struct Avx2 {
     if constexpr (MASKED) _mm256_maskstore_ps(p, m, v);
     else _mm256_storeu_ps(p, v);
   }
+  // Non-temporal store (p 32-byte aligned): no read of the line before it is written.
+  static inline void store_stream(float* p, V v) { _mm256_stream_ps(p, v); }
+  static inline void store_fence() { _mm_sfence(); }
   // The control vector of group_broadcast for input channel j of each group (GS = 2 or 4).
   template <int GS>
   static inline __m256i group_control(int j) {

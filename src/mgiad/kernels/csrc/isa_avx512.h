@@ -26,6 +26,9 @@ struct Avx512 {
     if constexpr (MASKED) _mm512_mask_storeu_ps(p, m, v);
     else _mm512_storeu_ps(p, v);
   }
+  // Non-temporal store (p 64-byte aligned): no read of the line before it is written.
+  static inline void store_stream(float* p, V v) { _mm512_stream_ps(p, v); }
+  static inline void store_fence() { _mm_sfence(); }
   // The control vector of group_broadcast for input channel j of each group (GS < width).
   template <int GS>
   static inline __m512i group_control(int j) {

@@ -9,6 +9,7 @@ namespace mgiad_kernels {
 struct ConvShape {
   int64_t N, H, W, C;  // batch, height, width, channels (in == out)
   int64_t group_size;  // channels per group: 2, 4, 8 or 16
+  bool stream_out = false;  // conv_rows: non-temporal stores (output aligned to the vector, C % width == 0)
 };
 
 // Packed weights: for each block of `vector_width` output channels, [kh][kw][j][vector_width] with

@@ -14,6 +14,7 @@ namespace mgiad_kernels {
 namespace {
 
 enum Isa : int64_t { kNone = 0, kAvx2 = 1, kAvx512 = 2 };
+const int64_t kStreamBytes = int64_t{16} << 20;  // convolution outputs from this size bypass the caches
 
 int64_t cpu_isa() {
   __builtin_cpu_init();
@@ -72,7 +73,7 @@ at::Tensor pack_weight(const at::Tensor& weight, int64_t vw, bool transposed) {
 }
 
 at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool transposed) {
-  const ConvShape s = check_input(x, weight.size(1), "input");
+  ConvShape s = check_input(x, weight.size(1), "input");
   check_weight(weight, s.C);
   const IsaKernels k = kernels_for(isa);
   const at::Tensor packed = pack_weight(weight, k.vector_width, transposed);
@@ -80,6 +81,10 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool
   const float* in_ptr = x.data_ptr<float>();
   const float* w_ptr = packed.data_ptr<float>();
   float* out_ptr = out.data_ptr<float>();
+  // outputs larger than the caches go straight to memory (saves reading each line before writing it)
+  const int64_t bytes = out.numel() * 4, vector_bytes = k.vector_width * 4;
+  s.stream_out = bytes >= kStreamBytes && s.C % k.vector_width == 0 &&
+                 reinterpret_cast<uintptr_t>(out_ptr) % vector_bytes == 0;
   at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
     k.conv_rows(s, in_ptr, w_ptr, out_ptr, begin, end);
   });
