@@ -121,11 +121,14 @@ def _conv_args(conv: nn.Conv2d):
     return conv.stride, conv.padding, conv.dilation, conv.groups
 
 
-_SLICES = 8  # backward works on an eighth of the batch at a time where it needs scratch maps
+SLICE_BYTES = 6 * 2**20  # scratch maps of backward: slices of the batch of about this size
 
 
-def _slices(n: int):
-    size = max(1, -(-n // _SLICES))
+def _slices(x: Tensor) -> list[slice]:
+    """Slices of ``x``'s batch of about :data:`SLICE_BYTES` each: the scratch memory of the
+    backward passes stays small on wide levels, and small levels are not cut up for nothing."""
+    n = x.shape[0]
+    size = max(1, n * SLICE_BYTES // max(1, x.numel() * x.element_size()))
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
@@ -140,7 +143,7 @@ def _batch_norm_backward_(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, ga
     count = x.numel() // x.shape[1]
     sum_g = g.sum(dims)
     sum_g_xc = sum(((g[s] * (x[s] - _per_channel(mean, x))).sum(dims)
-                    for s in _slices(x.shape[0])), torch.zeros_like(sum_g))
+                    for s in _slices(x)), torch.zeros_like(sum_g))
     g_gamma = sum_g_xc * invstd                                   # sum(g * xhat)
     scale = gamma * invstd                                        # d bn / d x, without the mean
     coef_x = -scale * invstd * g_gamma / count                    # multiplies x
@@ -203,7 +206,7 @@ def _relu_batch_norm_backward_(x: Tensor, g_out: Tensor, mean: Tensor, invstd: T
     count = x.numel() // x.shape[1]
     sum_g = x.new_zeros(x.shape[1])
     sum_g_xc = x.new_zeros(x.shape[1])
-    for s in _slices(x.shape[0]):
+    for s in _slices(x):
         g = _affine_bn(x[s], mean, invstd, gamma, beta).gt_(0).mul_(g_out[s])
         sum_g += g.sum(dims)
         sum_g_xc += (g * (x[s] - _per_channel(mean, x))).sum(dims)
@@ -211,7 +214,7 @@ def _relu_batch_norm_backward_(x: Tensor, g_out: Tensor, mean: Tensor, invstd: T
     scale = gamma * invstd
     coef_x = -scale * invstd * g_gamma / count
     shift = -scale * sum_g / count - coef_x * mean
-    for s in _slices(x.shape[0]):
+    for s in _slices(x):
         g = _affine_bn(x[s], mean, invstd, gamma, beta).gt_(0).mul_(g_out[s])
         x[s] = g.mul_(_per_channel(scale, x)).addcmul_(x[s], _per_channel(coef_x, x)).add_(
             _per_channel(shift, x))
@@ -256,7 +259,7 @@ class RecomputedSmoothingStep(torch.autograd.Function):
             r = F.conv2d(u, weight_A, None, sA, pA, dA, gA)
             torch.sub(f, r, out=r)
         z = torch.empty_like(r)
-        for s in _slices(r.shape[0]):
+        for s in _slices(r):
             z[s] = F.conv2d(_affine_bn(r[s], m1, s1, gamma1, beta1).relu_(), weight_B, None, sB, pB,
                             dB, gB)
         # relu(bn2(z)): z becomes the gradient of z, a slice at a time (no full-size scratch)
@@ -265,7 +268,7 @@ class RecomputedSmoothingStep(torch.autograd.Function):
         del z
         # B: a slice of the batch at a time (a = relu(bn1(r)) recomputed); g becomes grad of bn1
         g_B = torch.zeros_like(weight_B) if need[3] else None
-        for s in _slices(g.shape[0]):
+        for s in _slices(g):
             a = _affine_bn(r[s], m1, s1, gamma1, beta1).relu_()
             g_a, g_B_s, _ = torch.ops.aten.convolution_backward(
                 g[s], a, weight_B, None, sB, pB, dB, False, [0, 0], gB, [True, need[3], False])

@@ -130,10 +130,9 @@ class ResolutionMultigrid(ImageClassifier):
         for l, smoother in enumerate(self.smoothers):
             u = recomputed(smoother, f, u, A_u) if recompute else smoother(f, u, A_u)
             if l + 1 < len(self.smoothers):
-                if step:  # the first smoothing step on level l+1 computes A(u) again
-                    u, f = recomputed(self.transfers[l], u, f, fn=functools.partial(
-                        self.restrict, l))[:2]
-                    A_u = None
+                if step:
+                    u, f, A_u = recomputed(self.transfers[l], u, f,
+                                           fn=functools.partial(self.restrict, l))
                 else:
                     u, f, A_u = self.restrict(l, u, f)
         return u
