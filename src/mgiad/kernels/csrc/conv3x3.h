@@ -1,8 +1,8 @@
 // Grouped 3x3 convolution kernels, written once over an ISA traits struct (Avx512 or Avx2).
 // NHWC: a vector holds `Isa::width` consecutive channels of one pixel (several groups when the
 // group is narrower than the vector). Each input channel j of a group is broadcast across its group
-// (an in-lane permute, or a scalar broadcast from memory when a group fills whole vectors), then
-// multiplied by the vector of weights w[o, j, kh, kw] of the output channels o in the vector.
+// (a permute inside the vector, or a scalar broadcast from memory when a group fills whole vectors),
+// then multiplied by the vector of weights w[o, j, kh, kw] of the output channels o in the vector.
 // Included only after the including file's target pragma, and after <cstdint> and <utility>.
 #pragma once
 #include "kernels.h"
