@@ -3,7 +3,8 @@
 The build is cached under ``$MGIAD_KERNELS_CACHE`` (default ``~/.cache/mgiad/kernels``), in a folder
 named after a hash of the sources and torch's version, so that checkouts with different sources do
 not rebuild each other's. Where no compiler is present or the build fails, ``load()`` warns once, in
-one line, and returns False; the callers then use PyTorch's convolutions.
+one line, and returns False; the callers then use PyTorch's convolutions. MGIAD_KERNELS_VERBOSE=1
+shows the build's commands and compiler output.
 """
 import functools
 import hashlib
@@ -53,8 +54,8 @@ def load() -> bool:
         try:
             _build_and_load()
         except Exception as error:  # a failed build must leave the PyTorch path working
-            first_line = (str(error).strip().splitlines() or [""])[0]
-            reason = f"build failed ({type(error).__name__}: {first_line})"
+            first_line = (str(error).strip().splitlines() or [""])[0][:160]
+            reason = f"build failed ({type(error).__name__}: {first_line}; MGIAD_KERNELS_VERBOSE=1 shows the compiler's output)"
     if reason is not None:
         warnings.warn(f"mgiad.kernels: {reason}; using PyTorch's convolutions instead", RuntimeWarning, stacklevel=3)
         return False
@@ -68,4 +69,4 @@ def _build_and_load() -> None:
     directory.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(name="mgiad_kernels", sources=[str(SOURCE_DIR / name) for name in SOURCES],
                        extra_cflags=list(CFLAGS), extra_ldflags=["-fopenmp"], build_directory=str(directory),
-                       is_python_module=False, verbose=False)
+                       is_python_module=False, verbose=os.environ.get("MGIAD_KERNELS_VERBOSE", "0") != "0")

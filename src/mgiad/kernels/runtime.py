@@ -1,4 +1,5 @@
 """Whether the kernels can run here, and with which instruction set."""
+import functools
 import os
 
 import torch
@@ -13,6 +14,7 @@ def enabled() -> bool:
     return os.environ.get("MGIAD_KERNELS", "1") != "0"
 
 
+@functools.cache
 def cpu_isa() -> int:
     """Best instruction set of this CPU that the kernels use: 2 AVX-512, 1 AVX2 + FMA, 0 neither."""
     return int(torch.ops.mgiad_kernels.cpu_isa()) if build.load() else 0
