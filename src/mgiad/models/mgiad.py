@@ -85,10 +85,11 @@ class SiC(nn.Module):
 
     def restrict(self, f: Tensor, u: Tensor, A_u: Tensor | None = None):
         """Lines 4-5: ``u_c = Pi-hat(u)``, ``f_c = R-hat(f - A-hat u) + A-hat_{k+1} u_c``; also
-        returns ``A-hat_{k+1} u_c``, reused by the coarse level's first smoothing step.
-        ``recompute="step"`` stores only ``f``, ``u`` for this."""
+        returns ``A-hat_{k+1} u_c``, reused by the coarse level's first smoothing step (or
+        ``None`` under ``recompute="step"``, which stores only ``f``, ``u`` for this: holding
+        ``A-hat_{k+1} u_c`` through the coarse cycle would cost more memory at the peak)."""
         if self.recompute and recomputes(self):
-            return recomputed(self.transfer, f, u, A_u, fn=self._restrict)
+            return recomputed(self.transfer, f, u, A_u, fn=self._restrict)[:2] + (None,)
         return self._restrict(f, u, A_u)
 
     def _restrict(self, f: Tensor, u: Tensor, A_u: Tensor | None):

@@ -130,9 +130,10 @@ class ResolutionMultigrid(ImageClassifier):
         for l, smoother in enumerate(self.smoothers):
             u = recomputed(smoother, f, u, A_u) if recompute else smoother(f, u, A_u)
             if l + 1 < len(self.smoothers):
-                if step:
-                    u, f, A_u = recomputed(self.transfers[l], u, f,
-                                           fn=functools.partial(self.restrict, l))
+                if step:  # the first smoothing step on level l+1 computes A(u) again
+                    u, f = recomputed(self.transfers[l], u, f,
+                                      fn=functools.partial(self.restrict, l))[:2]
+                    A_u = None
                 else:
                     u, f, A_u = self.restrict(l, u, f)
         return u
