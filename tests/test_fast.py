@@ -243,3 +243,22 @@ def test_bench_rejects_bad_arguments(capsys):
     assert cli_main(["bench", "--batch-size", "0"]) == 2
     assert "--batch-size must be positive" in capsys.readouterr().err
     assert cli_main(["bench", "--model", "mgiad:group_size"]) == 2
+
+
+def test_fast_path_runs_grouped_convolutions_on_the_kernels(monkeypatch):
+    from mgiad import kernels
+    calls = []
+    original = kernels.grouped_conv3x3
+    monkeypatch.setattr(kernels, "grouped_conv3x3", lambda *a: calls.append(1) or original(*a))
+    reference, fast_model = _pair("mgiad", CONFIGS["mgiad-small"][1])
+    x, y = _batch(reference, 16)
+    F.cross_entropy(fast_model(x), y).backward()
+    grouped = [m for m in fast_model.modules() if isinstance(m, mgiad.layers.GroupedConv3x3)]
+    assert grouped and all(m.use_kernels for m in grouped)
+    assert calls  # every A-hat on a grouped channel level (B-hat runs inside the fast step)
+    calls.clear()
+    F.cross_entropy(reference(x), y).backward()
+    assert calls == [] and not any(m.use_kernels for m in reference.modules()
+                                   if isinstance(m, mgiad.layers.GroupedConv3x3))
+    torch.jit.trace(fast_model.eval(), x, check_trace=False)  # records F.conv2d, not the kernels
+    assert calls == []

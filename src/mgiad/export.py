@@ -53,6 +53,11 @@ class ExportCheckError(ValueError):
 
 
 # ------------------------------------------------------------------------------ BN folding
+def _is_conv(m: nn.Module) -> bool:
+    """An ``nn.Conv2d`` (or a subclass that only changes how it is computed)."""
+    return type(m) is nn.Conv2d or getattr(type(m), "computes_conv2d", False)
+
+
 def _foldable_bn(bn: nn.Module, channels: int) -> bool:
     return (isinstance(bn, _BN_TYPES) and bn.running_mean is not None
             and bn.num_features == channels)
@@ -105,7 +110,7 @@ def _fold_sequentials(model: nn.Module) -> None:
         names = list(seq._modules)
         for first, second in zip(names, names[1:]):
             conv, bn = seq._modules[first], seq._modules[second]
-            if (type(conv) is nn.Conv2d and uses[id(conv)] == 1 and uses[id(bn)] == 1
+            if (_is_conv(conv) and uses[id(conv)] == 1 and uses[id(bn)] == 1
                     and _foldable_bn(bn, conv.out_channels)):
                 seq._modules[first] = fold_conv_bn(conv, bn)
                 seq._modules[second] = nn.Identity()
@@ -131,7 +136,7 @@ def _fold_smoothing_steps(model: nn.Module, fold_shared: bool) -> None:
             bn, *rest = list(step.norm_correction.children())
             act = rest[0] if len(rest) == 1 else nn.Sequential(*rest)
             # B_i must be used by this owner's steps only (its single registration), else leave it
-            ok = (type(B_i) is nn.Conv2d and _foldable_bn(bn, B_i.out_channels)
+            ok = (_is_conv(B_i) and _foldable_bn(bn, B_i.out_channels)
                   and uses[id(B_i)] == 1 and uses[id(step)] == 1
                   and (fold_shared or steps_per_B[id(B_i)] == 1))
             if ok:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import kernels
+
 __all__ = ["applies", "smoothing_step", "SmoothingStepFunction", "tune_malloc",
            "malloc_tuned"]
 
@@ -51,7 +53,7 @@ class SmoothingStepFunction(torch.autograd.Function):
         r = f - A_u                                                    # residual f - A(u)
         n1, m1, s1 = torch.native_batch_norm(r, gamma1, beta1, mean1, var1, True, factors[0], eps1)
         a = n1.relu_()
-        z = F.conv2d(a, weight_B, None, stride, padding, dilation, groups)  # B(...)
+        z = kernels.conv2d(a, weight_B, stride, padding, dilation, groups)  # B(...)
         n2, m2, s2 = torch.native_batch_norm(z, gamma2, beta2, mean2, var2, True, factors[1], eps2)
         out = torch.add(u, n2.relu_())
         ctx.save_for_backward(r, z, weight_B, gamma1, beta1, gamma2, beta2, m1, s1, m2, s2)
@@ -72,9 +74,8 @@ class SmoothingStepFunction(torch.autograd.Function):
             g_n2, z, gamma2, None, None, m2, s2, True, eps2, [True, need[6], need[7]])
         del g_n2
         a = _affine_bn(r, m1, s1, gamma1, beta1).relu_()              # recomputed input of B
-        g_a, g_B, _ = torch.ops.aten.convolution_backward(
-            g_z, a, weight_B, None, stride, padding, dilation, False, [0, 0], groups,
-            [True, need[3], False])
+        g_a, g_B = kernels.conv2d_backward(g_z, a, weight_B, stride, padding, dilation, groups,
+                                           [True, need[3]])
         del g_z
         g_n1 = torch.ops.aten.threshold_backward(g_a, a, 0)
         del a, g_a
@@ -99,13 +100,20 @@ def _affine_bn(x: Tensor, mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Ten
     return torch.addcmul((beta - mean * scale).view(shape), x, scale.view(shape))
 
 
+def plain_conv(conv: nn.Module) -> bool:
+    """A bias-free, zero-padded ``nn.Conv2d`` (or a subclass marked ``computes_conv2d``, such as
+    :class:`~mgiad.layers.GroupedConv3x3`, which only changes how the same map is computed)."""
+    return ((type(conv) is nn.Conv2d or getattr(type(conv), "computes_conv2d", False))
+            and conv.bias is None and conv.padding_mode == "zeros")
+
+
 def applies(step: nn.Module, B: nn.Module, x: Tensor) -> bool:
     """Whether the fast path computes exactly what ``step`` would: training with gradients, no
     autocast, affine BatchNorms, a bias-free zero-padded ``B``, not under ``torch.compile`` (the
     caller rules out jit/fx tracing)."""
     bn1, bn2 = step.norm_residual[0], step.norm_correction[0]
     return (step.training and torch.is_grad_enabled()
-            and type(B) is nn.Conv2d and B.bias is None and B.padding_mode == "zeros"
+            and plain_conv(B)
             and type(bn1) is nn.BatchNorm2d and type(bn2) is nn.BatchNorm2d
             and bn1.affine and bn2.affine
             and not torch.is_autocast_enabled(x.device.type)

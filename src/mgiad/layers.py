@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from . import fast, recompute
 
 __all__ = [
-    "conv", "BNReLU", "ConvBNReLU", "Stem", "Classifier", "SmoothingStep", "smooth",
+    "conv", "GroupedConv3x3", "BNReLU", "ConvBNReLU", "Stem", "Classifier", "SmoothingStep", "smooth",
     "FASTransfer", "residual", "check_positive_int", "check_divisible", "is_tracing", "IMPLS", "check_impl",
 ]
 
@@ -51,8 +51,25 @@ def check_divisible(name: str, value: int, by: int, what: str) -> None:
 def conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
          groups: int = 1) -> nn.Conv2d:
     """A bias-free 'same'-padded convolution: the linear map of every layer in the paper."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                     padding=kernel_size // 2, groups=groups, bias=False)
+    grouped_3x3 = kernel_size == 3 and stride == 1 and groups > 1 and in_channels == out_channels
+    return (GroupedConv3x3 if grouped_3x3 else nn.Conv2d)(
+        in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
+        groups=groups, bias=False)
+
+
+class GroupedConv3x3(nn.Conv2d):
+    """A grouped 3x3 convolution (``A-hat``, ``B-hat``) that runs on :mod:`mgiad.kernels`' C++
+    kernels when ``use_kernels`` is set (``impl="fast"`` sets it) and they apply; same results."""
+
+    use_kernels = False
+    computes_conv2d = True  # the fast path and BN folding treat it as nn.Conv2d
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (self.use_kernels and not is_tracing() and not torch.compiler.is_compiling()
+                and not torch.is_autocast_enabled(x.device.type)):
+            from . import kernels
+            return kernels.grouped_conv3x3(x, self.weight)
+        return super().forward(x)
 
 
 class BNReLU(nn.Sequential):

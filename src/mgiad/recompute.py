@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fast import _affine_bn, _bn_factor, _memory_format
+from . import kernels
+from .fast import _affine_bn, _bn_factor, _memory_format, plain_conv
 
 __all__ = ["RECOMPUTE", "check_recompute", "recomputes", "recomputed", "smoothing_step",
            "RecomputedSmoothingStep", "conv_bn_relu", "RecomputedConvBNReLU"]
@@ -98,7 +99,7 @@ def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A: nn.Conv2d, B: nn.Co
     :class:`RecomputedSmoothingStep` where the fast path applies (``impl="fast"``, plain
     convolutions and BatchNorms), else a checkpoint of the step itself."""
     from . import fast
-    if step.impl == "fast" and _plain_conv(A) and fast.applies(step, B, u):
+    if step.impl == "fast" and plain_conv(A) and fast.applies(step, B, u):
         bn1, bn2 = step.norm_residual[0], step.norm_correction[0]
         factors = (_bn_factor(bn1), _bn_factor(bn2))
         return RecomputedSmoothingStep.apply(
@@ -111,10 +112,6 @@ def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A: nn.Conv2d, B: nn.Co
 
 def _step_with_A(step: nn.Module, A: nn.Module, B: nn.Module, u: Tensor, f: Tensor) -> Tensor:
     return step(u, f, A(u), B)
-
-
-def _plain_conv(conv: nn.Module) -> bool:
-    return type(conv) is nn.Conv2d and conv.bias is None and conv.padding_mode == "zeros"
 
 
 def _conv_args(conv: nn.Conv2d):
@@ -183,7 +180,7 @@ def conv_bn_relu(block: nn.Sequential, x: Tensor) -> Tensor | None:
     """``block`` (conv, BatchNorm, ReLU) through :class:`RecomputedConvBNReLU`, or ``None`` where
     that would not compute exactly what the block does."""
     conv, bn = block[0], block[1]
-    if not (len(block) == 3 and _plain_conv(conv) and type(bn) is nn.BatchNorm2d and bn.affine
+    if not (len(block) == 3 and plain_conv(conv) and type(bn) is nn.BatchNorm2d and bn.affine
             and block.training and torch.is_grad_enabled()
             and not torch.is_autocast_enabled(x.device.type)):
         return None
@@ -231,12 +228,12 @@ class RecomputedSmoothingStep(torch.autograd.Function):
                 running2, factors, eps, conv_A, conv_B):
         (mean1, var1), (mean2, var2), (eps1, eps2) = running1, running2, eps
         if A_u is None:
-            A_u = F.conv2d(u, weight_A, None, *conv_A)
+            A_u = kernels.conv2d(u, weight_A, *conv_A)
         r = f - A_u
         del A_u
         n1, m1, s1 = torch.native_batch_norm(r, gamma1, beta1, mean1, var1, True, factors[0], eps1)
         del r
-        z = F.conv2d(n1.relu_(), weight_B, None, *conv_B)
+        z = kernels.conv2d(n1.relu_(), weight_B, *conv_B)
         del n1
         n2, m2, s2 = torch.native_batch_norm(z, gamma2, beta2, mean2, var2, True, factors[1], eps2)
         del z
@@ -256,12 +253,12 @@ class RecomputedSmoothingStep(torch.autograd.Function):
         if ctx.u_is_zero:  # algorithm 1/3 line 1: u_1 = 0
             r = f
         else:
-            r = F.conv2d(u, weight_A, None, sA, pA, dA, gA)
+            r = kernels.conv2d(u, weight_A, sA, pA, dA, gA)
             torch.sub(f, r, out=r)
         z = torch.empty_like(r)
         for s in _slices(r):
-            z[s] = F.conv2d(_affine_bn(r[s], m1, s1, gamma1, beta1).relu_(), weight_B, None, sB, pB,
-                            dB, gB)
+            z[s] = kernels.conv2d(_affine_bn(r[s], m1, s1, gamma1, beta1).relu_(), weight_B, sB,
+                                  pB, dB, gB)
         # relu(bn2(z)): z becomes the gradient of z, a slice at a time (no full-size scratch)
         g_gamma2, g_beta2 = _relu_batch_norm_backward_(z, g_out, m2, s2, gamma2, beta2)
         g = z
@@ -270,8 +267,7 @@ class RecomputedSmoothingStep(torch.autograd.Function):
         g_B = torch.zeros_like(weight_B) if need[3] else None
         for s in _slices(g):
             a = _affine_bn(r[s], m1, s1, gamma1, beta1).relu_()
-            g_a, g_B_s, _ = torch.ops.aten.convolution_backward(
-                g[s], a, weight_B, None, sB, pB, dB, False, [0, 0], gB, [True, need[3], False])
+            g_a, g_B_s = kernels.conv2d_backward(g[s], a, weight_B, sB, pB, dB, gB, [True, need[3]])
             if g_B is not None:
                 g_B += g_B_s
             g[s] = g_a.mul_(a > 0)
@@ -282,8 +278,7 @@ class RecomputedSmoothingStep(torch.autograd.Function):
         if ctx.u_is_zero and not need[0]:
             g_u, g_A = None, torch.zeros_like(weight_A) if need[2] else None
         else:
-            g_u, g_A, _ = torch.ops.aten.convolution_backward(
-                g, u, weight_A, None, sA, pA, dA, False, [0, 0], gA, [need[0], need[2], False])
+            g_u, g_A = kernels.conv2d_backward(g, u, weight_A, sA, pA, dA, gA, [need[0], need[2]])
         if g_u is not None:
             g_u = torch.sub(g_out, g_u, out=g_u)
         return (g_u, g if need[1] else None, None if g_A is None else g_A.neg_(), g_B,

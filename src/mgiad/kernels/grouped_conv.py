@@ -57,3 +57,40 @@ def grouped_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if kernel_applies(x, weight) and runtime.available():
         return GroupedConv3x3.apply(x, weight, runtime.isa())
     return F.conv2d(x, weight, padding=1, groups=x.shape[1] // weight.shape[1])
+
+
+def _takes(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> bool:
+    """A call of the ``F.conv2d`` signature that the kernels compute: 3x3, stride 1, padding 1."""
+    return (tuple(stride) == (1, 1) and tuple(padding) == (1, 1) and tuple(dilation) == (1, 1)
+            and groups > 1 and kernel_applies(x, weight) and groups == x.shape[1] // weight.shape[1]
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu") and runtime.available())
+
+
+def conv2d(x, weight, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1):
+    """``F.conv2d(x, weight, None, stride, padding, dilation, groups)`` without autograd (inside an
+    autograd function's forward): the kernels where they apply."""
+    if _takes(x, weight, stride, padding, dilation, groups):
+        out = torch.ops.mgiad_kernels.conv3x3_forward(
+            x.contiguous(memory_format=torch.channels_last), weight.contiguous(), runtime.isa())
+        return _like(out, x)
+    return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+
+
+def conv2d_backward(grad, x, weight, stride, padding, dilation, groups, output_mask):
+    """``(grad_x, grad_weight)`` of ``conv2d`` (``aten.convolution_backward`` without bias):
+    the kernels where they apply; ``output_mask`` says which of the two are wanted."""
+    if not _takes(x, weight, stride, padding, dilation, groups):
+        g_x, g_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
+            [output_mask[0], output_mask[1], False])
+        return g_x, g_w
+    isa = runtime.isa()
+    grad_nhwc = grad.contiguous(memory_format=torch.channels_last)
+    g_x = g_w = None
+    if output_mask[0]:
+        g_x = _like(torch.ops.mgiad_kernels.conv3x3_grad_input(grad_nhwc, weight.contiguous(), isa), x)
+    if output_mask[1]:
+        g_w = torch.ops.mgiad_kernels.conv3x3_grad_weight(
+            x.contiguous(memory_format=torch.channels_last), grad_nhwc, weight.shape[1], isa)
+    return g_x, g_w
