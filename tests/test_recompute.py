@@ -2,19 +2,17 @@
 buffers as the plain model, less memory at the peak, and the lean autograd functions on their own."""
 import argparse
 import copy
-import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 import mgiad
 from mgiad import recompute
 from mgiad.cli import add_model_arguments, model_kwargs_from_args
 from mgiad.layers import ConvBNReLU, SmoothingStep, conv
+from mgiad.memory import LiveTensorPeak
 
 from test_fast import CONFIGS, _batch, _close
 
@@ -96,33 +94,8 @@ def test_step_recompute_on_channels_last_inputs_and_sgd_steps():
 
 
 # ------------------------------------------------------------------------------ peak memory
-class _LivePeak(TorchDispatchMode):
-    """Peak bytes of live tensor storages created inside the block (forward and backward)."""
-
-    def __init__(self):
-        super().__init__()
-        self.live, self.now, self.peak = set(), 0, 0
-
-    def _free(self, key, n):
-        self.live.discard(key)
-        self.now -= n
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if key and key not in self.live:
-                    self.live.add(key)
-                    self.now += storage.nbytes()
-                    weakref.finalize(storage, self._free, key, storage.nbytes())
-        self.peak = max(self.peak, self.now)
-        return out
-
-
 def _peak_bytes(model, x, y):
-    with _LivePeak() as tracker:
+    with LiveTensorPeak() as tracker:
         F.cross_entropy(model(x), y).backward()
     return tracker.peak
 

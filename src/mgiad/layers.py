@@ -65,9 +65,8 @@ class GroupedConv3x3(nn.Conv2d):
     computes_conv2d = True  # the fast path and BN folding treat it as nn.Conv2d
 
     def forward(self, x: Tensor) -> Tensor:
-        if (self.use_kernels and not is_tracing() and not torch.compiler.is_compiling()
-                and not torch.is_autocast_enabled(x.device.type)):
-            from . import kernels
+        if self.use_kernels and not is_tracing():  # the kernels also step aside under
+            from . import kernels                    # compile, autocast and dispatch modes
             return kernels.grouped_conv3x3(x, self.weight)
         return super().forward(x)
 

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def _build_and_load() -> None:
 
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / "mgiad_kernels.so").exists():
+        print(f"mgiad.kernels: building the C++ kernels (once per machine and version, about a "
+              f"minute) in {directory}", file=sys.stderr, flush=True)
     cpp_extension.load(name="mgiad_kernels", sources=[str(SOURCE_DIR / name) for name in SOURCES],
                        extra_cflags=list(CFLAGS), extra_ldflags=["-fopenmp"], build_directory=str(directory),
                        is_python_module=False, verbose=os.environ.get("MGIAD_KERNELS_VERBOSE", "0") != "0")

@@ -54,17 +54,24 @@ class GroupedConv3x3(torch.autograd.Function):
 def grouped_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``F.conv2d(x, weight, padding=1, groups=x.shape[1] // weight.shape[1])``, by the C++ kernels
     when they apply (CPU float32, weight [C, g, 3, 3] with g in 2, 4, 8, 16) and are available."""
-    if kernel_applies(x, weight) and runtime.available():
+    if kernel_applies(x, weight) and not plain_pytorch_wanted() and runtime.available():
         return GroupedConv3x3.apply(x, weight, runtime.isa())
     return F.conv2d(x, weight, padding=1, groups=x.shape[1] // weight.shape[1])
+
+
+def plain_pytorch_wanted() -> bool:
+    """Tracing, ``torch.compile``, autocast or a dispatch mode (FLOP counters, memory trackers,
+    fake tensors) is active: they should see ``aten.convolution``, not our operators."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.is_autocast_enabled("cpu") or _get_current_dispatch_mode() is not None)
 
 
 def _takes(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> bool:
     """A call of the ``F.conv2d`` signature that the kernels compute: 3x3, stride 1, padding 1."""
     return (tuple(stride) == (1, 1) and tuple(padding) == (1, 1) and tuple(dilation) == (1, 1)
             and groups > 1 and kernel_applies(x, weight) and groups == x.shape[1] // weight.shape[1]
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-            and not torch.is_autocast_enabled("cpu") and runtime.available())
+            and not plain_pytorch_wanted() and runtime.available())
 
 
 def conv2d(x, weight, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1):
