@@ -50,14 +50,11 @@ def _close(a, b, what):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"{what}: {m}")
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
-def test_fast_matches_reference_forward_gradients_and_buffers(config):
-    name, kwargs, size = CONFIGS[config]
-    reference, fast_model = _pair(name, kwargs)
-    assert fast_model.impl == "fast" and fast_model.config["impl"] == "fast"
-    x, y = _batch(reference, size)
+def check_same_step(model_a, model_b, x, y):
+    """One forward and backward of both models: equal logits and input gradients (parameter
+    gradients are left in ``.grad`` for the caller)."""
     outputs, input_grads = [], []
-    for model in (reference, fast_model):
+    for model in (model_a, model_b):
         xi = x.clone().requires_grad_()
         logits = model(xi)
         F.cross_entropy(logits, y).backward()
@@ -65,6 +62,15 @@ def test_fast_matches_reference_forward_gradients_and_buffers(config):
         input_grads.append(xi.grad)
     _close(outputs[0], outputs[1], "logits")
     _close(input_grads[0], input_grads[1], "input gradient")
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_fast_matches_reference_forward_gradients_and_buffers(config):
+    name, kwargs, size = CONFIGS[config]
+    reference, fast_model = _pair(name, kwargs)
+    assert fast_model.impl == "fast" and fast_model.config["impl"] == "fast"
+    x, y = _batch(reference, size)
+    check_same_step(reference, fast_model, x, y)
     for (n, p), q in zip(reference.named_parameters(), fast_model.parameters()):
         assert q.grad is not None, n
         _close(p.grad, q.grad, f"gradient of {n}")

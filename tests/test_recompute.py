@@ -14,7 +14,7 @@ from mgiad.cli import add_model_arguments, model_kwargs_from_args
 from mgiad.layers import ConvBNReLU, SmoothingStep, conv
 from mgiad.memory import LiveTensorPeak
 
-from test_fast import CONFIGS, _batch, _close
+from test_fast import CONFIGS, _batch, _close, check_same_step
 
 
 def _close_scaled(a, b, what):
@@ -32,16 +32,7 @@ def _bn_modes(model):
 
 def _check_same_training(plain, lean, size, steps=2):
     for seed in range(steps):
-        x, y = _batch(plain, size, seed=seed)
-        outputs, input_grads = [], []
-        for model in (plain, lean):
-            xi = x.clone().requires_grad_()
-            logits = model(xi)
-            F.cross_entropy(logits, y).backward()
-            outputs.append(logits)
-            input_grads.append(xi.grad)
-        _close(outputs[0], outputs[1], "logits")
-        _close(input_grads[0], input_grads[1], "input gradient")
+        check_same_step(plain, lean, *_batch(plain, size, seed=seed))
     for (n, p), q in zip(plain.named_parameters(), lean.parameters()):
         assert q.grad is not None, n
         _close_scaled(p.grad, q.grad, f"gradient of {n}")

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from . import kernels
 from .fast import _affine_bn, _bn_factor, _memory_format, plain_conv
+from .fast import applies as fast_step_applies
 
 __all__ = ["RECOMPUTE", "check_recompute", "recomputes", "recomputed", "smoothing_step",
            "RecomputedSmoothingStep", "conv_bn_relu", "RecomputedConvBNReLU"]
@@ -98,8 +99,7 @@ def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A: nn.Conv2d, B: nn.Co
     """Smoothing step ``step`` with ``A``, ``B`` storing only ``u``, ``f``: through
     :class:`RecomputedSmoothingStep` where the fast path applies (``impl="fast"``, plain
     convolutions and BatchNorms), else a checkpoint of the step itself."""
-    from . import fast
-    if step.impl == "fast" and plain_conv(A) and fast.applies(step, B, u):
+    if step.impl == "fast" and plain_conv(A) and fast_step_applies(step, B, u):
         bn1, bn2 = step.norm_residual[0], step.norm_correction[0]
         factors = (_bn_factor(bn1), _bn_factor(bn2))
         return RecomputedSmoothingStep.apply(
@@ -133,6 +133,18 @@ def _per_channel(v: Tensor, x: Tensor) -> Tensor:
     return v.view((1, -1) + (1,) * (x.dim() - 2))
 
 
+def _bn_backward_coefficients(sum_g: Tensor, sum_g_xc: Tensor, count: int, mean: Tensor,
+                              invstd: Tensor, gamma: Tensor):
+    """Training-mode BatchNorm's input gradient is ``scale * g + coef_x * x + shift`` per
+    channel, from ``sum(g)`` and ``sum(g * (x - mean))``; also returns ``sum(g * xhat)``, the
+    gradient of ``gamma``."""
+    g_gamma = sum_g_xc * invstd                                   # sum(g * xhat)
+    scale = gamma * invstd                                        # d bn / d x, without the mean
+    coef_x = -scale * invstd * g_gamma / count                    # multiplies x
+    shift = -scale * sum_g / count - coef_x * mean
+    return scale, coef_x, shift, g_gamma
+
+
 def _batch_norm_backward_(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, gamma: Tensor):
     """Training-mode BatchNorm backward, in place: ``g`` (gradient of ``bn(x)``) becomes the
     gradient of ``x``. Returns the gradients of ``gamma`` and ``beta``. Scratch: one slice."""
@@ -141,10 +153,8 @@ def _batch_norm_backward_(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, ga
     sum_g = g.sum(dims)
     sum_g_xc = sum(((g[s] * (x[s] - _per_channel(mean, x))).sum(dims)
                     for s in _slices(x)), torch.zeros_like(sum_g))
-    g_gamma = sum_g_xc * invstd                                   # sum(g * xhat)
-    scale = gamma * invstd                                        # d bn / d x, without the mean
-    coef_x = -scale * invstd * g_gamma / count                    # multiplies x
-    shift = -scale * sum_g / count - coef_x * mean
+    scale, coef_x, shift, g_gamma = _bn_backward_coefficients(sum_g, sum_g_xc, count, mean,
+                                                              invstd, gamma)
     g.mul_(_per_channel(scale, x)).addcmul_(x, _per_channel(coef_x, x)).add_(_per_channel(shift, x))
     return g_gamma, sum_g
 
@@ -207,10 +217,8 @@ def _relu_batch_norm_backward_(x: Tensor, g_out: Tensor, mean: Tensor, invstd: T
         g = _affine_bn(x[s], mean, invstd, gamma, beta).gt_(0).mul_(g_out[s])
         sum_g += g.sum(dims)
         sum_g_xc += (g * (x[s] - _per_channel(mean, x))).sum(dims)
-    g_gamma = sum_g_xc * invstd
-    scale = gamma * invstd
-    coef_x = -scale * invstd * g_gamma / count
-    shift = -scale * sum_g / count - coef_x * mean
+    scale, coef_x, shift, g_gamma = _bn_backward_coefficients(sum_g, sum_g_xc, count, mean,
+                                                              invstd, gamma)
     for s in _slices(x):
         g = _affine_bn(x[s], mean, invstd, gamma, beta).gt_(0).mul_(g_out[s])
         x[s] = g.mul_(_per_channel(scale, x)).addcmul_(x[s], _per_channel(coef_x, x)).add_(

@@ -124,11 +124,11 @@ class ResolutionMultigrid(ImageClassifier):
         if self.impl == "fast" and not is_tracing() and x.device.type == "cpu" and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's grouped and strided
             # depthwise convolutions run much faster in NHWC (docs/performance.md)
-        step = self.recompute == "step" and recomputes(self)  # least memory: see mgiad.recompute
+        recompute = self.recompute if recomputes(self) else False  # see mgiad.recompute
+        step = recompute == "step"
         f = recomputed(self.stem, x) if step else self.stem(x)
         u = zero_features(f, expanded=step)  # algorithm 1/3 line 1: u_1 = 0, so A_1(u_1) = 0
         A_u = u
-        recompute = self.recompute and recomputes(self)
         for l, smoother in enumerate(self.smoothers):
             u = recomputed(smoother, f, u, A_u) if recompute else smoother(f, u, A_u)
             if l + 1 < len(self.smoothers):
