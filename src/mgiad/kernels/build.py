@@ -17,7 +17,11 @@ from pathlib import Path
 import torch
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
-SOURCES = ("ops.cpp", "isa_avx512.cpp", "isa_avx2.cpp")
+def sources() -> list[str]:
+    """Every translation unit in csrc/ (each operator family registers itself)."""
+    return sorted(str(path) for path in SOURCE_DIR.glob("*.cpp"))
+
+
 CFLAGS = ("-O3", "-fopenmp")
 
 
@@ -71,6 +75,6 @@ def _build_and_load() -> None:
     if not (directory / "mgiad_kernels.so").exists():
         print(f"mgiad.kernels: building the C++ kernels (once per machine and version, about a "
               f"minute) in {directory}", file=sys.stderr, flush=True)
-    cpp_extension.load(name="mgiad_kernels", sources=[str(SOURCE_DIR / name) for name in SOURCES],
+    cpp_extension.load(name="mgiad_kernels", sources=sources(),
                        extra_cflags=list(CFLAGS), extra_ldflags=["-fopenmp"], build_directory=str(directory),
                        is_python_module=False, verbose=os.environ.get("MGIAD_KERNELS_VERBOSE", "0") != "0")
