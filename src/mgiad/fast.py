@@ -12,6 +12,11 @@ run many smoothing steps on wide feature maps, so this roughly halves their acti
 BatchNorm follows ``nn.BatchNorm2d`` exactly in training mode (batch statistics, running-stat
 update with ``momentum`` or the cumulative average, ``num_batches_tracked``). Outside training
 with gradients, the readable path runs (it is as cheap there, and it is what exporters trace).
+
+On channels_last CPU maps the element-wise work runs in :mod:`mgiad.kernels.batchnorm`'s fused
+passes (about half the memory traffic): ``r`` with its statistics in one pass, ``relu(bn1(r))`` in
+one, the statistics of ``z`` in one, ``u + relu(bn2(z))`` in one; in backward each BatchNorm-ReLU
+takes two passes, and the gradient of ``A_u`` (``-g_r``) is written with ``g_r``.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import kernels
+from .kernels import batchnorm as fused
 
 __all__ = ["applies", "smoothing_step", "SmoothingStepFunction", "tune_malloc",
            "malloc_tuned"]
@@ -48,14 +54,23 @@ class SmoothingStepFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, f, A_u, weight_B, gamma1, beta1, gamma2, beta2, running1, running2,
                 factors, eps, conv_args):
-        (mean1, var1), (mean2, var2), (eps1, eps2) = running1, running2, eps
-        stride, padding, dilation, groups = conv_args
-        r = f - A_u                                                    # residual f - A(u)
-        n1, m1, s1 = torch.native_batch_norm(r, gamma1, beta1, mean1, var1, True, factors[0], eps1)
-        a = n1.relu_()
-        z = kernels.conv2d(a, weight_B, stride, padding, dilation, groups)  # B(...)
-        n2, m2, s2 = torch.native_batch_norm(z, gamma2, beta2, mean2, var2, True, factors[1], eps2)
-        out = torch.add(u, n2.relu_())
+        (eps1, eps2), conv_B = eps, (weight_B, *conv_args)
+        ctx.fused = fused.applies(u, f, A_u)
+        if ctx.fused:
+            r, m1, var1 = fused.residual_stats(f, A_u)                  # residual f - A(u)
+            s1 = _invstd_and_running_update(r, m1, var1, running1, factors[0], eps1)
+            a = fused.affine_relu(r, *_scale_shift(m1, s1, gamma1, beta1))
+            z = kernels.conv2d(a, *conv_B).contiguous(memory_format=torch.channels_last)  # B(...)
+            del a
+            m2, var2 = fused.batch_stats(z)
+            s2 = _invstd_and_running_update(z, m2, var2, running2, factors[1], eps2)
+            out = fused.affine_relu(z, *_scale_shift(m2, s2, gamma2, beta2), u=u)
+        else:
+            r = f - A_u                                                 # residual f - A(u)
+            n1, m1, s1 = torch.native_batch_norm(r, gamma1, beta1, *running1, True, factors[0], eps1)
+            z = kernels.conv2d(n1.relu_(), *conv_B)                     # B(...)
+            n2, m2, s2 = torch.native_batch_norm(z, gamma2, beta2, *running2, True, factors[1], eps2)
+            out = torch.add(u, n2.relu_())
         ctx.save_for_backward(r, z, weight_B, gamma1, beta1, gamma2, beta2, m1, s1, m2, s2)
         ctx.eps, ctx.conv_args = eps, conv_args
         return out
@@ -67,6 +82,8 @@ class SmoothingStepFunction(torch.autograd.Function):
         eps1, eps2 = ctx.eps
         need = ctx.needs_input_grad
         grad_out = grad_out.contiguous(memory_format=_memory_format(r))  # one layout throughout
+        if ctx.fused:
+            return SmoothingStepFunction._backward_fused(ctx, grad_out)
         batch_norm_backward = torch.ops.aten.native_batch_norm_backward
         # relu(bn2(z)): the mask is recomputed from z and the batch statistics
         g_n2 = torch.ops.aten.threshold_backward(grad_out, _affine_bn(z, m2, s2, gamma2, beta2), 0)
@@ -84,6 +101,39 @@ class SmoothingStepFunction(torch.autograd.Function):
         return (grad_out if need[0] else None, g_r if need[1] else None,
                 g_r.neg() if need[2] else None, g_B, g_gamma1, g_beta1, g_gamma2, g_beta2,
                 None, None, None, None, None)
+
+    @staticmethod
+    def _backward_fused(ctx, grad_out):
+        """The backward above in the fused passes of :mod:`mgiad.kernels.batchnorm`."""
+        r, z, weight_B, gamma1, beta1, gamma2, beta2, m1, s1, m2, s2 = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        g_z, _, g_gamma2, g_beta2 = fused.relu_bn_backward(grad_out, z, m2, s2, gamma2, beta2)
+        a = fused.affine_relu(r, *_scale_shift(m1, s1, gamma1, beta1))   # recomputed input of B
+        g_a, g_B = kernels.conv2d_backward(g_z, a, weight_B, *ctx.conv_args, [True, need[3]])
+        del g_z, a
+        g_r, neg_g_r, g_gamma1, g_beta1 = fused.relu_bn_backward(
+            g_a.contiguous(memory_format=torch.channels_last), r, m1, s1, gamma1, beta1,
+            negated=need[2])
+        return (grad_out if need[0] else None, g_r if need[1] else None, neg_g_r, g_B,
+                g_gamma1, g_beta1, g_gamma2, g_beta2, None, None, None, None, None)
+
+
+def _invstd_and_running_update(x: Tensor, mean: Tensor, var: Tensor, running, factor: float,
+                               eps: float) -> Tensor:
+    """Training-mode BatchNorm's bookkeeping from the batch mean and biased variance of ``x``:
+    the running averages (unbiased variance, as ``nn.BatchNorm2d``); returns ``1/sqrt(var+eps)``."""
+    running_mean, running_var = running
+    if running_mean is not None:
+        count = x.numel() // x.shape[1]
+        running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+        running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
+    return (var + eps).rsqrt()
+
+
+def _scale_shift(mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Tensor):
+    """BatchNorm with given statistics as ``x * scale + shift`` per channel."""
+    scale = invstd * gamma
+    return scale, torch.addcmul(beta, mean, scale, value=-1)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
