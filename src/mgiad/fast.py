@@ -77,13 +77,14 @@ class SmoothingStepFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        r, z, weight_B, gamma1, beta1, gamma2, beta2, m1, s1, m2, s2 = ctx.saved_tensors
+        saved = ctx.saved_tensors  # unpacked once (checkpointing allows no second time)
+        r, z, weight_B, gamma1, beta1, gamma2, beta2, m1, s1, m2, s2 = saved
         stride, padding, dilation, groups = ctx.conv_args
         eps1, eps2 = ctx.eps
         need = ctx.needs_input_grad
         grad_out = grad_out.contiguous(memory_format=_memory_format(r))  # one layout throughout
         if ctx.fused:
-            return SmoothingStepFunction._backward_fused(ctx, grad_out)
+            return SmoothingStepFunction._backward_fused(ctx, grad_out, saved)
         batch_norm_backward = torch.ops.aten.native_batch_norm_backward
         # relu(bn2(z)): the mask is recomputed from z and the batch statistics
         g_n2 = torch.ops.aten.threshold_backward(grad_out, _affine_bn(z, m2, s2, gamma2, beta2), 0)
@@ -103,9 +104,9 @@ class SmoothingStepFunction(torch.autograd.Function):
                 None, None, None, None, None)
 
     @staticmethod
-    def _backward_fused(ctx, grad_out):
+    def _backward_fused(ctx, grad_out, saved):
         """The backward above in the fused passes of :mod:`mgiad.kernels.batchnorm`."""
-        r, z, weight_B, gamma1, beta1, gamma2, beta2, m1, s1, m2, s2 = ctx.saved_tensors
+        r, z, weight_B, gamma1, beta1, gamma2, beta2, m1, s1, m2, s2 = saved
         need = ctx.needs_input_grad
         g_z, _, g_gamma2, g_beta2 = fused.relu_bn_backward(grad_out, z, m2, s2, gamma2, beta2)
         a = fused.affine_relu(r, *_scale_shift(m1, s1, gamma1, beta1))   # recomputed input of B
