@@ -38,6 +38,13 @@ MGIAD_TINLINE typename Isa::V load_input(const float* p, typename Isa::Mask m_ou
   else return load_dup<Isa, MASKED>(p, m_half);
 }
 
+// Stores a vector: masked, streamed (non-temporal, p aligned) or plain.
+template <class Isa, bool MASKED>
+MGIAD_TINLINE void put(float* p, typename Isa::V v, typename Isa::Mask m, bool stream) {
+  if (!MASKED && stream) Isa::store_stream(p, v);
+  else Isa::template store<MASKED>(p, v, m);
+}
+
 // ------------------------------------------------------------------ depthwise 3x3, stride 2
 // Input rows 2 yo - 1 + kh of output row yo; valid[kh]: inside the image.
 struct InputRows {
@@ -93,7 +100,7 @@ void dw_forward_block(const DwShape& s, const InputRows& rows, const float* w, f
       if constexpr (decltype(right)::value)
         acc = Isa::fma(load_input<Isa, M, MASKED>(p + 2 * Cin, m_out, m_half), wt[3 * kh + 2], acc);
     });
-    Isa::template store<MASKED>(out_row + xo * Cout + o0, acc, m_out);
+    put<Isa, MASKED>(out_row + xo * Cout + o0, acc, m_out, s.stream_out);
   });
 }
 
@@ -112,6 +119,7 @@ void dw_forward_rows(const DwShape& s, const float* in, const float* w, float* o
         dw_forward_block<Isa, M, true>(s, rows, w, out_row, o0, Isa::mask(lanes), Isa::mask((lanes + 1) / 2));
     }
   }
+  if (s.stream_out) Isa::store_fence();
 }
 
 // Input channels [c0, c0 + width) of input row yi of the input gradient: each input pixel gathers
@@ -139,7 +147,7 @@ void dw_grad_input_block(const DwShape& s, const float* g_img, int64_t yi, const
   };
   auto store = [&](int64_t xi, V lo, V hi) __attribute__((always_inline)) {
     if constexpr (M == 2) lo = Isa::pairsum(lo, hi);
-    Isa::template store<MASKED>(gx_row + xi * s.C + c0, lo, m_in);
+    put<Isa, MASKED>(gx_row + xi * s.C + c0, lo, m_in, s.stream_out);
   };
   for (int64_t xi = 0; xi < s.W; xi += 2) {
     V lo = Isa::zero(), hi = Isa::zero();  // even column xi: tap kw = 1 of output column xi / 2
@@ -173,6 +181,7 @@ void dw_grad_input_rows(const DwShape& s, const float* g, const float* w, float*
                                           Isa::mask(hi));
     }
   }
+  if (s.stream_out) Isa::store_fence();
 }
 
 // Adds the weight gradient of output channels [o0, o0 + width) over one output row to gw (packed):
@@ -218,7 +227,7 @@ void dw_grad_weight_rows(const DwShape& s, const float* in, const float* g, floa
 // ------------------------------------------------------------------ 1x1 channel pairs
 // wide[p, k] = narrow[p, k / 2] * w[k] for pixels [p0, p1).
 template <class Isa>
-void pair_expand(int64_t C, const float* narrow, const float* w, float* wide, int64_t p0, int64_t p1) {
+void pair_expand(int64_t C, const float* narrow, const float* w, float* wide, int64_t p0, int64_t p1, bool stream) {
   constexpr int VW = Isa::width;
   const int64_t C2 = 2 * C, full = C2 / VW * VW;
   const int tail = static_cast<int>(C2 - full);
@@ -228,7 +237,7 @@ void pair_expand(int64_t C, const float* narrow, const float* w, float* wide, in
     float* out = wide + p * C2;
     for (int64_t k0 = 0; k0 < full; k0 += VW) {
       const auto v = Isa::fma(load_dup<Isa, false>(in + k0 / 2, m_all), Isa::template load<false>(w + k0, m_all), Isa::zero());
-      Isa::template store<false>(out + k0, v, m_all);
+      put<Isa, false>(out + k0, v, m_all, stream);
     }
     if (tail) {
       const auto v = Isa::fma(load_dup<Isa, true>(in + full / 2, m_half_tail), Isa::template load<false>(w + full, m_all),
@@ -236,22 +245,23 @@ void pair_expand(int64_t C, const float* narrow, const float* w, float* wide, in
       Isa::template store<true>(out + full, v, m_tail);
     }
   }
+  if (stream) Isa::store_fence();
 }
 
 // narrow[p, c] = wide[p, 2c] * w[2c] + wide[p, 2c + 1] * w[2c + 1] for pixels [p0, p1).
 template <class Isa, bool MASKED>
 MGIAD_TINLINE void pair_reduce_block(const float* in, const float* w, float* out, int64_t c0, typename Isa::Mask m,
-                                     typename Isa::Mask m_lo, typename Isa::Mask m_hi) {
+                                     typename Isa::Mask m_lo, typename Isa::Mask m_hi, bool stream) {
   constexpr int VW = Isa::width;
   const auto lo = Isa::fma(Isa::template load<MASKED>(in + 2 * c0, m_lo), Isa::template load<false>(w + 2 * c0, m_lo),
                            Isa::zero());
   const auto hi = Isa::fma(Isa::template load<MASKED>(in + 2 * c0 + VW, m_hi),
                            Isa::template load<false>(w + 2 * c0 + VW, m_hi), Isa::zero());
-  Isa::template store<MASKED>(out + c0, Isa::pairsum(lo, hi), m);
+  put<Isa, MASKED>(out + c0, Isa::pairsum(lo, hi), m, stream);
 }
 
 template <class Isa>
-void pair_reduce(int64_t C, const float* wide, const float* w, float* narrow, int64_t p0, int64_t p1) {
+void pair_reduce(int64_t C, const float* wide, const float* w, float* narrow, int64_t p0, int64_t p1, bool stream) {
   constexpr int VW = Isa::width;
   const int64_t full = C / VW * VW;
   const int tail = static_cast<int>(C - full);
@@ -260,9 +270,11 @@ void pair_reduce(int64_t C, const float* wide, const float* w, float* narrow, in
   for (int64_t p = p0; p < p1; ++p) {
     const float* in = wide + p * 2 * C;
     float* out = narrow + p * C;
-    for (int64_t c0 = 0; c0 < full; c0 += VW) pair_reduce_block<Isa, false>(in, w, out, c0, m_all, m_all, m_all);
-    if (tail) pair_reduce_block<Isa, true>(in, w, out, full, m_tail, m_lo, m_hi);
+    for (int64_t c0 = 0; c0 < full; c0 += VW)
+      pair_reduce_block<Isa, false>(in, w, out, c0, m_all, m_all, m_all, stream);
+    if (tail) pair_reduce_block<Isa, true>(in, w, out, full, m_tail, m_lo, m_hi, false);
   }
+  if (stream) Isa::store_fence();
 }
 
 // gw[k] += sum over pixels [p0, p1) of narrow[p, k / 2] * wide[p, k]: tiles of pixels that stay in
@@ -316,11 +328,13 @@ void pair_weight_grad(int64_t C, const float* narrow, const float* wide, float* 
     if (s.multiplier == 2) return dw_grad_weight_rows<Isa, 2>(s, in, g, gw, r0, r1);                       \
     return dw_grad_weight_rows<Isa, 1>(s, in, g, gw, r0, r1);                                              \
   }                                                                                                        \
-  void pair_expand_##isa(int64_t C, const float* n, const float* w, float* o, int64_t p0, int64_t p1) {    \
-    pair_expand<Isa>(C, n, w, o, p0, p1);                                                                  \
+  void pair_expand_##isa(int64_t C, const float* n, const float* w, float* o, int64_t p0, int64_t p1,     \
+                         bool stream) {                                                                    \
+    pair_expand<Isa>(C, n, w, o, p0, p1, stream);                                                          \
   }                                                                                                        \
-  void pair_reduce_##isa(int64_t C, const float* i, const float* w, float* n, int64_t p0, int64_t p1) {    \
-    pair_reduce<Isa>(C, i, w, n, p0, p1);                                                                  \
+  void pair_reduce_##isa(int64_t C, const float* i, const float* w, float* n, int64_t p0, int64_t p1,     \
+                         bool stream) {                                                                    \
+    pair_reduce<Isa>(C, i, w, n, p0, p1, stream);                                                          \
   }                                                                                                        \
   void pair_weight_grad_##isa(int64_t C, const float* n, const float* i, float* gw, int64_t p0,            \
                               int64_t p1) {                                                                \

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "transfers.h"
 
@@ -16,12 +17,22 @@ namespace {
 
 using RowsFn = void (*)(const DwShape&, const float*, const float*, float*, int64_t, int64_t);
 using PixelsFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t);
+using MapFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, bool);
 
 struct TransferKernels {
   int width;
   RowsFn dw_forward, dw_grad_input, dw_grad_weight;
-  PixelsFn expand, reduce, weight_grad;
+  MapFn expand, reduce;
+  PixelsFn weight_grad;
 };
+
+const int64_t kStreamBytes = int64_t{16} << 20;  // outputs from this size bypass the caches
+
+// Non-temporal stores for `out`: large, aligned to the vector, channels a multiple of the vector.
+bool streams(const at::Tensor& out, int width) {
+  return out.numel() * 4 >= kStreamBytes && out.size(1) % width == 0 &&
+         reinterpret_cast<uintptr_t>(out.data_ptr<float>()) % (width * 4) == 0;
+}
 
 TransferKernels transfer_kernels(int64_t isa) {
   __builtin_cpu_init();
@@ -89,9 +100,10 @@ at::Tensor dw3x3s2_forward(const at::Tensor& x, const at::Tensor& weight, int64_
   check_nhwc(x, "input");
   check_dw_weight(weight);
   const TransferKernels k = transfer_kernels(isa);
-  const DwShape s = dw_shape(x.sizes(), weight.size(0), k.width);
+  DwShape s = dw_shape(x.sizes(), weight.size(0), k.width);
   const at::Tensor packed = pack_taps(weight, 9, s.w_stride);
   at::Tensor out = empty_nhwc(x, s.N, s.multiplier * s.C, s.Ho, s.Wo);
+  s.stream_out = streams(out, k.width);
   const float *in = x.data_ptr<float>(), *w = packed.data_ptr<float>();
   float* o = out.data_ptr<float>();
   at::parallel_for(0, s.N * s.Ho, 1, [&](int64_t b, int64_t e) { k.dw_forward(s, in, w, o, b, e); });
@@ -105,11 +117,12 @@ at::Tensor dw3x3s2_grad_input(const at::Tensor& grad_out, const at::Tensor& weig
   check_dw_weight(weight);
   TORCH_CHECK(input_size.size() == 4, "mgiad_kernels: input_size must be [N, C, H, W]");
   const TransferKernels k = transfer_kernels(isa);
-  const DwShape s = dw_shape(input_size, weight.size(0), k.width);
+  DwShape s = dw_shape(input_size, weight.size(0), k.width);
   TORCH_CHECK(grad_out.size(0) == s.N && grad_out.size(1) == s.multiplier * s.C && grad_out.size(2) == s.Ho &&
                   grad_out.size(3) == s.Wo, "mgiad_kernels: grad_out does not match input_size");
   const at::Tensor packed = pack_taps(weight, 9, s.w_stride);
   at::Tensor grad_in = empty_nhwc(grad_out, s.N, s.C, s.H, s.W);
+  s.stream_out = streams(grad_in, k.width);
   const float *g = grad_out.data_ptr<float>(), *w = packed.data_ptr<float>();
   float* gx = grad_in.data_ptr<float>();
   at::parallel_for(0, s.N * s.H, 1, [&](int64_t b, int64_t e) { k.dw_grad_input(s, g, w, gx, b, e); });
@@ -150,9 +163,10 @@ at::Tensor pair_map(const at::Tensor& x, const at::Tensor& weight, int64_t C, bo
   at::Tensor out = empty_nhwc(x, x.size(0), expand ? 2 * C : C, x.size(2), x.size(3));
   const float *in = x.data_ptr<float>(), *w = packed.data_ptr<float>();
   float* o = out.data_ptr<float>();
-  const PixelsFn fn = expand ? k.expand : k.reduce;
+  const MapFn fn = expand ? k.expand : k.reduce;
+  const bool stream = streams(out, k.width);
   at::parallel_for(0, x.size(0) * x.size(2) * x.size(3), pixel_grain(C),
-                   [&](int64_t b, int64_t e) { fn(C, in, w, o, b, e); });
+                   [&](int64_t b, int64_t e) { fn(C, in, w, o, b, e, stream); });
   return out;
 }
 

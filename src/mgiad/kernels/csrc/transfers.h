@@ -16,11 +16,12 @@ struct DwShape {
   int64_t Ho, Wo;      // output height and width
   int64_t multiplier;  // 1 or 2: output channels per input channel
   int64_t w_stride;    // floats per tap of the packed weight
+  bool stream_out = false;  // non-temporal stores (output aligned to the vector, its channels a multiple)
 };
 
 // dw_forward_rows: output rows [r0, r1) of N*Ho. dw_grad_input_rows: input rows [r0, r1) of N*H
 // of the input gradient. dw_grad_weight_rows: adds the gradient of output rows [r0, r1) to gw
-// (packed). pair_*: pixels [p0, p1) of N*H*W, narrow channels C.
+// (packed). pair_*: pixels [p0, p1) of N*H*W, narrow channels C; `stream`: as DwShape::stream_out.
 #define MGIAD_DECLARE_TRANSFERS(isa)                                                                          \
   int transfer_width_##isa();                                                                                 \
   void dw_forward_rows_##isa(const DwShape& s, const float* in, const float* w, float* out, int64_t r0,       \
@@ -29,8 +30,10 @@ struct DwShape {
                                 int64_t r1);                                                                  \
   void dw_grad_weight_rows_##isa(const DwShape& s, const float* in, const float* g, float* gw, int64_t r0,    \
                                  int64_t r1);                                                                 \
-  void pair_expand_##isa(int64_t C, const float* narrow, const float* w, float* wide, int64_t p0, int64_t p1); \
-  void pair_reduce_##isa(int64_t C, const float* wide, const float* w, float* narrow, int64_t p0, int64_t p1); \
+  void pair_expand_##isa(int64_t C, const float* narrow, const float* w, float* wide, int64_t p0, int64_t p1,  \
+                         bool stream);                                                                        \
+  void pair_reduce_##isa(int64_t C, const float* wide, const float* w, float* narrow, int64_t p0, int64_t p1,  \
+                         bool stream);                                                                        \
   void pair_weight_grad_##isa(int64_t C, const float* narrow, const float* wide, float* gw, int64_t p0,       \
                               int64_t p1);
 
