@@ -16,7 +16,8 @@ needs_compiler = pytest.mark.skipif(build.missing_tool() is not None,
 
 # depthwise: (N, C_in, H, W, multiplier); odd and even sizes, 1x1 and 2x2 images, batch 1, C % 16 != 0
 DEPTHWISE = [(2, 16, 32, 32, 2), (1, 6, 5, 7, 2), (3, 24, 1, 1, 1), (2, 6, 2, 2, 2), (1, 40, 9, 4, 1),
-             (2, 33, 3, 6, 1), (1, 5, 8, 8, 2), (2, 16, 7, 1, 2), (1, 24, 11, 13, 2), (1, 32, 6, 9, 1)]
+             (2, 33, 3, 6, 1), (1, 5, 8, 8, 2), (2, 16, 7, 1, 2), (1, 24, 11, 13, 2), (1, 32, 6, 9, 1),
+             (1, 200, 5, 23, 2), (1, 130, 4, 21, 1)]  # wide: several tiles of columns per row
 # pairs: (N, C narrow, H, W, input channels per group: 2 = 2C -> C, 1 = C -> 2C)
 PAIRS = [(2, 16, 8, 8, 2), (2, 16, 8, 8, 1), (1, 3, 5, 7, 2), (1, 3, 5, 7, 1), (2, 24, 1, 1, 2),
          (1, 24, 3, 3, 1), (1, 40, 2, 3, 2), (1, 40, 2, 3, 1), (1, 1, 3, 3, 1), (1, 6, 2, 2, 2)]

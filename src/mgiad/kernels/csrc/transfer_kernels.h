@@ -1,9 +1,9 @@
 // Transfer kernels (see transfers.h), written once over an ISA traits struct (Avx512 or Avx2).
 // NHWC: a vector holds `Isa::width` consecutive channels of one pixel. Multiplier 2 reads half a
 // vector of input channels and duplicates each lane (dup_lower); the transposed map sums adjacent
-// lanes of two vectors (pairsum). Each kernel walks its rows pixel by pixel, so memory is read in
-// order, once. Included only after the including file's target pragma, after <cstdint>, <utility>
-// and <algorithm>.
+// lanes of two vectors (pairsum). The depthwise kernels walk each row in tiles of columns, and every
+// block of channels passes over a tile while its inputs are in L1, so memory is read once, in order.
+// Included only after the including file's target pragma, after <cstdint>, <utility>, <algorithm>.
 #pragma once
 #include "transfers.h"
 
@@ -62,17 +62,24 @@ inline InputRows input_rows(const DwShape& s, const float* in_img, int64_t yo) {
   return r;
 }
 
-// f(left, right, xo) for every output column xo; left / right (compile-time booleans) say whether
-// input columns 2 xo - 1 and 2 xo + 1 lie inside the image.
+// f(left, right, xo) for output columns xo in [x_begin, x_end); left / right (compile-time
+// booleans) say whether input columns 2 xo - 1 and 2 xo + 1 lie inside the image.
 template <class F>
-MGIAD_TINLINE void for_columns(const DwShape& s, F&& f) {
-  if (s.W > 1) f(Bool<false>{}, Bool<true>{}, int64_t{0});
-  else f(Bool<false>{}, Bool<false>{}, int64_t{0});
-  const int64_t interior_end = s.W / 2;  // 2 xo + 1 < W
-  int64_t xo = 1;
+MGIAD_TINLINE void for_columns(const DwShape& s, int64_t x_begin, int64_t x_end, F&& f) {
+  int64_t xo = x_begin;
+  if (xo == 0 && xo < x_end) {
+    if (s.W > 1) f(Bool<false>{}, Bool<true>{}, int64_t{0});
+    else f(Bool<false>{}, Bool<false>{}, int64_t{0});
+    ++xo;
+  }
+  const int64_t interior_end = std::min(x_end, s.W / 2);  // 2 xo + 1 < W
   for (; xo < interior_end; ++xo) f(Bool<true>{}, Bool<true>{}, xo);
-  for (; xo < s.Wo; ++xo) f(Bool<true>{}, Bool<false>{}, xo);
+  for (; xo < x_end; ++xo) f(Bool<true>{}, Bool<false>{}, xo);
 }
+
+// Output columns per tile: the tile's input (3 rows, 2 T + 1 columns) stays in L1 while every block
+// of channels passes over it.
+inline int64_t column_tile(const DwShape& s) { return std::max<int64_t>(2, std::min<int64_t>(16, 1024 / s.C)); }
 
 // f(kh_constant, row) for each valid input row of an output row.
 template <class F>
@@ -85,12 +92,12 @@ MGIAD_TINLINE void for_rows(const InputRows& rows, F&& f) {
 // Output channels [o0, o0 + width) of one output row; the 9 weights stay in registers.
 template <class Isa, int M, bool MASKED>
 void dw_forward_block(const DwShape& s, const InputRows& rows, const float* w, float* out_row, int64_t o0,
-                      typename Isa::Mask m_out, typename Isa::Mask m_half) {
+                      int64_t x0, int64_t x1, typename Isa::Mask m_out, typename Isa::Mask m_half) {
   using V = typename Isa::V;
   const int64_t Cin = s.C, Cout = M * s.C, c_in = o0 / M;
   V wt[9];
   for (int t = 0; t < 9; ++t) wt[t] = Isa::template load<false>(w + t * s.w_stride + o0, m_out);
-  for_columns(s, [&](auto left, auto right, int64_t xo) __attribute__((always_inline)) {
+  for_columns(s, x0, x1, [&](auto left, auto right, int64_t xo) __attribute__((always_inline)) {
     V acc = Isa::zero();
     for_rows(rows, [&](auto kh, const float* row) __attribute__((always_inline)) {
       const float* p = row + (2 * xo - 1) * Cin + c_in;
@@ -107,16 +114,20 @@ void dw_forward_block(const DwShape& s, const InputRows& rows, const float* w, f
 template <class Isa, int M>
 void dw_forward_rows(const DwShape& s, const float* in, const float* w, float* out, int64_t r0, int64_t r1) {
   constexpr int VW = Isa::width;
-  const int64_t Cout = M * s.C;
+  const int64_t Cout = M * s.C, tile = column_tile(s);
   for (int64_t r = r0; r < r1; ++r) {
     const InputRows rows = input_rows(s, in + (r / s.Ho) * s.H * s.W * s.C, r % s.Ho);
     float* out_row = out + r * s.Wo * Cout;
-    for (int64_t o0 = 0; o0 < Cout; o0 += VW) {
-      const int lanes = static_cast<int>(std::min<int64_t>(VW, Cout - o0));
-      if (lanes == VW)
-        dw_forward_block<Isa, M, false>(s, rows, w, out_row, o0, Isa::mask(VW), Isa::mask(VW / 2));
-      else
-        dw_forward_block<Isa, M, true>(s, rows, w, out_row, o0, Isa::mask(lanes), Isa::mask((lanes + 1) / 2));
+    for (int64_t x0 = 0; x0 < s.Wo; x0 += tile) {
+      const int64_t x1 = std::min(s.Wo, x0 + tile);
+      for (int64_t o0 = 0; o0 < Cout; o0 += VW) {
+        const int lanes = static_cast<int>(std::min<int64_t>(VW, Cout - o0));
+        if (lanes == VW)
+          dw_forward_block<Isa, M, false>(s, rows, w, out_row, o0, x0, x1, Isa::mask(VW), Isa::mask(VW / 2));
+        else
+          dw_forward_block<Isa, M, true>(s, rows, w, out_row, o0, x0, x1, Isa::mask(lanes),
+                                         Isa::mask((lanes + 1) / 2));
+      }
     }
   }
   if (s.stream_out) Isa::store_fence();
@@ -126,7 +137,8 @@ void dw_forward_rows(const DwShape& s, const float* in, const float* w, float* o
 // the 1, 2 or 4 output pixels whose taps reach it (output channels M c0 ..., in 1 or 2 vectors).
 template <class Isa, int M, bool MASKED>
 void dw_grad_input_block(const DwShape& s, const float* g_img, int64_t yi, const float* w, float* gx_row,
-                         int64_t c0, typename Isa::Mask m_in, typename Isa::Mask m_lo, typename Isa::Mask m_hi) {
+                         int64_t c0, int64_t x0, int64_t x1, typename Isa::Mask m_in, typename Isa::Mask m_lo,
+                         typename Isa::Mask m_hi) {
   using V = typename Isa::V;
   constexpr int VW = Isa::width;
   const int64_t Cout = M * s.C, row_size = s.Wo * Cout, o0 = M * c0;
@@ -149,11 +161,11 @@ void dw_grad_input_block(const DwShape& s, const float* g_img, int64_t yi, const
     if constexpr (M == 2) lo = Isa::pairsum(lo, hi);
     put<Isa, MASKED>(gx_row + xi * s.C + c0, lo, m_in, s.stream_out);
   };
-  for (int64_t xi = 0; xi < s.W; xi += 2) {
+  for (int64_t xi = x0; xi < x1; xi += 2) {  // x0 even
     V lo = Isa::zero(), hi = Isa::zero();  // even column xi: tap kw = 1 of output column xi / 2
     for (int k = 0; k < rows; ++k) tap(lo, hi, g_rows[k], 3 * kh_of[k] + 1, xi / 2);
     store(xi, lo, hi);
-    if (xi + 1 >= s.W) break;
+    if (xi + 1 >= x1) break;
     lo = hi = Isa::zero();  // odd column: kw = 0 of output column xi / 2 + 1, kw = 2 of xi / 2
     const bool next = xi / 2 + 1 < s.Wo;
     for (int k = 0; k < rows; ++k) {
@@ -167,18 +179,22 @@ void dw_grad_input_block(const DwShape& s, const float* g_img, int64_t yi, const
 template <class Isa, int M>
 void dw_grad_input_rows(const DwShape& s, const float* g, const float* w, float* gx, int64_t r0, int64_t r1) {
   constexpr int VW = Isa::width;
+  const int64_t tile = column_tile(s);
   for (int64_t r = r0; r < r1; ++r) {
     const float* g_img = g + (r / s.H) * s.Ho * s.Wo * M * s.C;
     float* gx_row = gx + r * s.W * s.C;
-    for (int64_t c0 = 0; c0 < s.C; c0 += VW) {
-      const int lanes = static_cast<int>(std::min<int64_t>(VW, s.C - c0));
-      const int lo = std::min(VW, M * lanes), hi = std::max(0, M * lanes - VW);
-      if (lanes == VW)
-        dw_grad_input_block<Isa, M, false>(s, g_img, r % s.H, w, gx_row, c0, Isa::mask(VW), Isa::mask(VW),
-                                           Isa::mask(VW));
-      else
-        dw_grad_input_block<Isa, M, true>(s, g_img, r % s.H, w, gx_row, c0, Isa::mask(lanes), Isa::mask(lo),
-                                          Isa::mask(hi));
+    for (int64_t x0 = 0; x0 < s.W; x0 += 2 * tile) {
+      const int64_t x1 = std::min(s.W, x0 + 2 * tile);
+      for (int64_t c0 = 0; c0 < s.C; c0 += VW) {
+        const int lanes = static_cast<int>(std::min<int64_t>(VW, s.C - c0));
+        const int lo = std::min(VW, M * lanes), hi = std::max(0, M * lanes - VW);
+        if (lanes == VW)
+          dw_grad_input_block<Isa, M, false>(s, g_img, r % s.H, w, gx_row, c0, x0, x1, Isa::mask(VW),
+                                             Isa::mask(VW), Isa::mask(VW));
+        else
+          dw_grad_input_block<Isa, M, true>(s, g_img, r % s.H, w, gx_row, c0, x0, x1, Isa::mask(lanes),
+                                            Isa::mask(lo), Isa::mask(hi));
+      }
     }
   }
   if (s.stream_out) Isa::store_fence();
@@ -188,12 +204,12 @@ void dw_grad_input_rows(const DwShape& s, const float* g, const float* w, float*
 // 9 accumulators, one per tap.
 template <class Isa, int M, bool MASKED>
 void dw_grad_weight_block(const DwShape& s, const InputRows& rows, const float* g_row, float* gw, int64_t o0,
-                          typename Isa::Mask m_out, typename Isa::Mask m_half) {
+                          int64_t x0, int64_t x1, typename Isa::Mask m_out, typename Isa::Mask m_half) {
   using V = typename Isa::V;
   const int64_t Cin = s.C, Cout = M * s.C, c_in = o0 / M;
   V acc[9];
   for (int t = 0; t < 9; ++t) acc[t] = Isa::template load<false>(gw + t * s.w_stride + o0, m_out);
-  for_columns(s, [&](auto left, auto right, int64_t xo) __attribute__((always_inline)) {
+  for_columns(s, x0, x1, [&](auto left, auto right, int64_t xo) __attribute__((always_inline)) {
     const V g = Isa::template load<MASKED>(g_row + xo * Cout + o0, m_out);
     for_rows(rows, [&](auto kh, const float* row) __attribute__((always_inline)) {
       const float* p = row + (2 * xo - 1) * Cin + c_in;
@@ -210,16 +226,20 @@ void dw_grad_weight_block(const DwShape& s, const InputRows& rows, const float* 
 template <class Isa, int M>
 void dw_grad_weight_rows(const DwShape& s, const float* in, const float* g, float* gw, int64_t r0, int64_t r1) {
   constexpr int VW = Isa::width;
-  const int64_t Cout = M * s.C;
+  const int64_t Cout = M * s.C, tile = column_tile(s);
   for (int64_t r = r0; r < r1; ++r) {
     const InputRows rows = input_rows(s, in + (r / s.Ho) * s.H * s.W * s.C, r % s.Ho);
     const float* g_row = g + r * s.Wo * Cout;
-    for (int64_t o0 = 0; o0 < Cout; o0 += VW) {
-      const int lanes = static_cast<int>(std::min<int64_t>(VW, Cout - o0));
-      if (lanes == VW)
-        dw_grad_weight_block<Isa, M, false>(s, rows, g_row, gw, o0, Isa::mask(VW), Isa::mask(VW / 2));
-      else
-        dw_grad_weight_block<Isa, M, true>(s, rows, g_row, gw, o0, Isa::mask(lanes), Isa::mask((lanes + 1) / 2));
+    for (int64_t x0 = 0; x0 < s.Wo; x0 += tile) {
+      const int64_t x1 = std::min(s.Wo, x0 + tile);
+      for (int64_t o0 = 0; o0 < Cout; o0 += VW) {
+        const int lanes = static_cast<int>(std::min<int64_t>(VW, Cout - o0));
+        if (lanes == VW)
+          dw_grad_weight_block<Isa, M, false>(s, rows, g_row, gw, o0, x0, x1, Isa::mask(VW), Isa::mask(VW / 2));
+        else
+          dw_grad_weight_block<Isa, M, true>(s, rows, g_row, gw, o0, x0, x1, Isa::mask(lanes),
+                                             Isa::mask((lanes + 1) / 2));
+      }
     }
   }
 }
