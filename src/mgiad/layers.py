@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from . import fast, recompute
 
 __all__ = [
-    "conv", "is_transfer", "KernelConv2d", "GroupedConv3x3", "TransferConv", "BNReLU", "ConvBNReLU", "Stem", "Classifier", "SmoothingStep", "smooth",
+    "conv", "is_transfer", "KernelConv2d", "GroupedConv3x3", "TransferConv", "BNReLU", "ConvBNReLU",
+    "Stem", "Classifier", "SmoothingStep", "smooth",
     "FASTransfer", "residual", "check_positive_int", "check_divisible", "is_tracing", "IMPLS", "check_impl",
 ]
 

@@ -119,7 +119,8 @@ def main(argv=None):
     print(f"threads {torch.get_num_threads()}, isa {runtime.ISA_NAMES[isa]}, batch {args.batch or 'preset'}, "
           f"{args.stat} of {args.repeats}, {memory}")
     if args.transfers:
-        chosen = [(None, shape) for shape in shapes] or bench_transfers.preset_shapes(args.preset or ["small", "mgiad3"])
+        chosen = ([(None, shape) for shape in shapes]
+                  or bench_transfers.preset_shapes(args.preset or ["small", "mgiad3"]))
         return bench_transfers.run(chosen, args.batch, args.repeats, isa, stat)
     args.batch = args.batch or 64
     print(f"{'C':>4} {'g':>2} {'HxW':>6} {'pass':<12} {'ours ms':>8} {'oneDNN ms':>10} {'ours GF/s':>10} "

@@ -256,12 +256,13 @@ void pair_expand(int64_t C, const float* narrow, const float* w, float* wide, in
     const float* in = narrow + p * C;
     float* out = wide + p * C2;
     for (int64_t k0 = 0; k0 < full; k0 += VW) {
-      const auto v = Isa::fma(load_dup<Isa, false>(in + k0 / 2, m_all), Isa::template load<false>(w + k0, m_all), Isa::zero());
+      const auto v =
+          Isa::fma(load_dup<Isa, false>(in + k0 / 2, m_all), Isa::template load<false>(w + k0, m_all), Isa::zero());
       put<Isa, false>(out + k0, v, m_all, stream);
     }
     if (tail) {
-      const auto v = Isa::fma(load_dup<Isa, true>(in + full / 2, m_half_tail), Isa::template load<false>(w + full, m_all),
-                              Isa::zero());
+      const auto v = Isa::fma(load_dup<Isa, true>(in + full / 2, m_half_tail),
+                              Isa::template load<false>(w + full, m_all), Isa::zero());
       Isa::template store<true>(out + full, v, m_tail);
     }
   }
@@ -311,7 +312,8 @@ MGIAD_TINLINE void pair_weight_grad_block(int64_t C, const float* narrow, const 
                  Isa::template load<MASKED>(wide + (p + 1) * 2 * C + k0, m), b);
   }
   if (p < p1)
-    a = Isa::fma(load_dup<Isa, MASKED>(narrow + p * C + k0 / 2, m_half), Isa::template load<MASKED>(wide + p * 2 * C + k0, m), a);
+    a = Isa::fma(load_dup<Isa, MASKED>(narrow + p * C + k0 / 2, m_half),
+                 Isa::template load<MASKED>(wide + p * 2 * C + k0, m), a);
   Isa::template store<false>(gw + k0, Isa::fma(b, Isa::set1(1.0f), a), m);
 }
 

@@ -62,7 +62,8 @@ int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 // weight viewed as [L, taps] -> [taps][w_stride], zero padded.
 at::Tensor pack_taps(const at::Tensor& weight, int64_t taps, int64_t w_stride) {
-  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.device().is_cpu(), "mgiad_kernels: weight must be float32 CPU");
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.device().is_cpu(),
+              "mgiad_kernels: weight must be float32 CPU");
   const at::Tensor w = weight.reshape({-1, taps});
   at::Tensor packed = at::zeros({taps, w_stride}, weight.options());
   packed.narrow(1, 0, w.size(0)).copy_(w.t());
