@@ -161,29 +161,40 @@ def _batch_norm_backward_(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, ga
 
 class RecomputedConvBNReLU(torch.autograd.Function):
     """``relu(bn(conv(x)))`` (training-mode BatchNorm) storing only ``x``, the weights and the
-    batch statistics; backward runs the convolution again (the FAS transfers ``R``, ``Pi``)."""
+    batch statistics; backward runs the convolution again (the FAS transfers ``R``, ``Pi``).
+    ``use_kernels``: the convolutions go through :mod:`mgiad.kernels`' transfer kernels where they
+    apply (the conv's own ``use_kernels``, set by ``impl="fast"``)."""
 
     @staticmethod
-    def forward(ctx, x, weight, gamma, beta, running, factor, eps, conv_args):
-        y = F.conv2d(x, weight, None, *conv_args)
+    def forward(ctx, x, weight, gamma, beta, running, factor, eps, conv_args, use_kernels=False):
+        y = _conv(use_kernels, x, weight, conv_args)
         n, mean, invstd = torch.native_batch_norm(y, gamma, beta, running[0], running[1], True,
                                                   factor, eps)
         ctx.save_for_backward(x, weight, gamma, beta, mean, invstd)
-        ctx.conv_args = conv_args
+        ctx.conv_args, ctx.use_kernels = conv_args, use_kernels
         return n.relu_()
 
     @staticmethod
     def backward(ctx, g_out):
         x, weight, gamma, beta, mean, invstd = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conv_args
         need = ctx.needs_input_grad
-        y = F.conv2d(x, weight, None, stride, padding, dilation, groups)
+        y = _conv(ctx.use_kernels, x, weight, ctx.conv_args)
         g_out = g_out.contiguous(memory_format=_memory_format(y))
         g_gamma, g_beta = _relu_batch_norm_backward_(y, g_out, mean, invstd, gamma, beta)
-        g_x, g_w, _ = torch.ops.aten.convolution_backward(
-            y, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
-            [need[0], need[1], False])
-        return g_x, g_w, g_gamma, g_beta, None, None, None, None
+        if ctx.use_kernels:
+            g_x, g_w = kernels.transfer_conv2d_backward(y, x, weight, *ctx.conv_args, [need[0], need[1]])
+        else:
+            stride, padding, dilation, groups = ctx.conv_args
+            g_x, g_w, _ = torch.ops.aten.convolution_backward(
+                y, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
+                [need[0], need[1], False])
+        return g_x, g_w, g_gamma, g_beta, None, None, None, None, None
+
+
+def _conv(use_kernels: bool, x: Tensor, weight: Tensor, conv_args) -> Tensor:
+    if use_kernels:
+        return kernels.transfer_conv2d(x, weight, *conv_args)
+    return F.conv2d(x, weight, None, *conv_args)
 
 
 def conv_bn_relu(block: nn.Sequential, x: Tensor) -> Tensor | None:
@@ -196,7 +207,7 @@ def conv_bn_relu(block: nn.Sequential, x: Tensor) -> Tensor | None:
         return None
     return RecomputedConvBNReLU.apply(x, conv.weight, bn.weight, bn.bias,
                                       (bn.running_mean, bn.running_var), _bn_factor(bn), bn.eps,
-                                      _conv_args(conv))
+                                      _conv_args(conv), bool(getattr(conv, "use_kernels", False)))
 
 
 def _is_zero(u: Tensor) -> bool:

@@ -1,5 +1,6 @@
 """Micro-benchmark: the grouped 3x3 convolution kernels against oneDNN (PyTorch's CPU convolution) on
-the same channels_last float32 tensors, at MGiaD(lambda=3)'s shapes.
+the same channels_last float32 tensors, at MGiaD(lambda=3)'s shapes. ``--transfers`` benchmarks the
+transfer kernels instead (see :mod:`mgiad.kernels.bench_transfers`).
 
 For each shape it times forward, gradient of the input and gradient of the weight, ours and
 oneDNN's (``F.conv2d`` / ``torch.ops.aten.convolution_backward``), in one process, interleaved
@@ -21,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import runtime
+from . import bench_transfers, runtime
 
 # MGiaD(lambda=3)'s grouped convolutions: (channels, group size, height, width)
 DEFAULT_SHAPES = ((192, 4, 32, 32), (192, 8, 32, 32), (384, 4, 16, 16), (384, 8, 16, 16))
@@ -79,10 +80,17 @@ def bench_shape(batch, channels, group_size, height, width, repeats, isa, stat=s
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mgiad.kernels.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    parser.add_argument("--shape", type=parse_shape, action="append", metavar="C,G,H,W",
+    parser.add_argument("--batch", type=int, default=None,
+                        help="batch size (default 64; --transfers: each preset's own, 128 small, 64 mgiad3)")
+    parser.add_argument("--shape", action="append", metavar="C,G,H,W",
                         help="channels, group size, height, width; repeatable (default: MGiaD(3)'s four: "
-                             "192,4,32,32 192,8,32,32 384,4,16,16 384,8,16,16)")
+                             "192,4,32,32 192,8,32,32 384,4,16,16 384,8,16,16). With --transfers: "
+                             "dw,C,m,H,W or pair,C,g,H,W")
+    parser.add_argument("--transfers", action="store_true",
+                        help="benchmark the transfer kernels (depthwise 3x3 stride 2, 1x1 channel pairs)")
+    parser.add_argument("--preset", choices=sorted(bench_transfers.PRESETS), action="append",
+                        help="--transfers without --shape: the transfers of 'small' (Table-2 16-32-64 MGiaD, "
+                             "batch 128) and/or 'mgiad3' (MGiaD(3), batch 64); default both")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, here %d)"
                         % torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of each pass (default 10)")
@@ -92,6 +100,10 @@ def main(argv=None):
     parser.add_argument("--reuse-memory", action="store_true",
                         help="rerun with glibc keeping freed memory (no page faults on each new output)")
     args = parser.parse_args(argv)
+    try:
+        shapes = [(bench_transfers.parse_shape if args.transfers else parse_shape)(text) for text in args.shape or []]
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
     if args.reuse_memory and os.environ.get("MALLOC_MMAP_MAX_") != "0":
         os.environ.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
         argv = sys.argv[1:] if argv is None else argv
@@ -103,14 +115,20 @@ def main(argv=None):
     isa = runtime.isa() if args.isa is None else min(runtime.cpu_isa(), {"avx2": 1, "avx512": 2}[args.isa])
     torch.manual_seed(0)
     memory = "freed memory kept" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "default allocator"
-    print(f"threads {torch.get_num_threads()}, isa {runtime.ISA_NAMES[isa]}, batch {args.batch}, "
+    stat = {"median": statistics.median, "min": min}[args.stat]
+    print(f"threads {torch.get_num_threads()}, isa {runtime.ISA_NAMES[isa]}, batch {args.batch or 'preset'}, "
           f"{args.stat} of {args.repeats}, {memory}")
+    if args.transfers:
+        chosen = ([(None, shape) for shape in shapes]
+                  or bench_transfers.preset_shapes(args.preset or ["small", "mgiad3"]))
+        return bench_transfers.run(chosen, args.batch, args.repeats, isa, stat)
+    args.batch = args.batch or 64
     print(f"{'C':>4} {'g':>2} {'HxW':>6} {'pass':<12} {'ours ms':>8} {'oneDNN ms':>10} {'ours GF/s':>10} "
           f"{'oneDNN GF/s':>12} {'speed-up':>9}")
-    for channels, group_size, height, width in args.shape or DEFAULT_SHAPES:
+    for channels, group_size, height, width in shapes or DEFAULT_SHAPES:
         flops = 2 * args.batch * height * width * channels * group_size * 9
         for name, ours, onednn in bench_shape(args.batch, channels, group_size, height, width, args.repeats, isa,
-                                              {"median": statistics.median, "min": min}[args.stat]):
+                                              stat):
             print(f"{channels:>4} {group_size:>2} {f'{height}x{width}':>6} {name:<12} {ours * 1e3:>8.2f} "
                   f"{onednn * 1e3:>10.2f} {flops / ours / 1e9:>10.1f} {flops / onednn / 1e9:>12.1f} "
                   f"{onednn / ours:>8.2f}x")

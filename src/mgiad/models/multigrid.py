@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..recompute import check_recompute, recomputed, recomputes
-from ..layers import (Classifier, FASTransfer, GroupedConv3x3, SmoothingStep, Stem, check_impl,
+from ..layers import (Classifier, FASTransfer, KernelConv2d, SmoothingStep, Stem, check_impl,
                       check_positive_int, is_tracing, residual)
 
 
@@ -114,7 +114,7 @@ class ResolutionMultigrid(ImageClassifier):
         for m in self.modules():
             if isinstance(m, SmoothingStep):
                 m.impl = impl
-            elif isinstance(m, GroupedConv3x3):  # the C++ kernels belong to the fast path
+            elif isinstance(m, KernelConv2d):  # the C++ kernels belong to the fast path
                 m.use_kernels = impl == "fast"
         if isinstance(getattr(self, "config", None), dict):
             self.config["impl"] = impl

@@ -44,6 +44,14 @@ struct Avx2 {
   static inline V group_broadcast(V v, __m256i control) {
     return _mm256_permutevar_ps(v, control);
   }
+  // Transfers (transfer_kernels.h): the lower half of a vector from memory; lane l <- lane l / 2;
+  // lane l <- lane 2l + lane 2l + 1 of the concatenation lo | hi.
+  static inline V load_half(const float* p) { return _mm256_castps128_ps256(_mm_loadu_ps(p)); }
+  static inline V dup_lower(V v) { return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)); }
+  static inline V pairsum(V lo, V hi) {
+    const V h = _mm256_hadd_ps(lo, hi);  // l01 l23 h01 h23 | l45 l67 h45 h67
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(h), 0xD8));
+  }
 };
 
 }  // namespace

@@ -43,6 +43,17 @@ struct Avx512 {
     if constexpr (GS <= 4) return _mm512_permutevar_ps(v, control);
     else return _mm512_permutexvar_ps(control, v);
   }
+  // Transfers (transfer_kernels.h): the lower half of a vector from memory; lane l <- lane l / 2;
+  // lane l <- lane 2l + lane 2l + 1 of the concatenation lo | hi.
+  static inline V load_half(const float* p) { return _mm512_castps256_ps512(_mm256_loadu_ps(p)); }
+  static inline V dup_lower(V v) {
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7), v);
+  }
+  static inline V pairsum(V lo, V hi) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    return _mm512_add_ps(_mm512_permutex2var_ps(lo, even, hi), _mm512_permutex2var_ps(lo, odd, hi));
+  }
 };
 
 }  // namespace
