@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from . import kernels
 from .kernels import batchnorm as fused
 
-__all__ = ["applies", "smoothing_step", "SmoothingStepFunction", "applies_around",
-           "smoothing_step_around", "tune_malloc", "malloc_tuned"]
+__all__ = ["applies", "smoothing_step", "SmoothingStepFunction", "tune_malloc",
+           "malloc_tuned"]
 
 
 def _bn_factor(bn: nn.BatchNorm2d) -> float:
@@ -162,22 +162,13 @@ def applies(step: nn.Module, B: nn.Module, x: Tensor) -> bool:
     """Whether the fast path computes exactly what ``step`` would: training with gradients, no
     autocast, affine BatchNorms, a bias-free zero-padded ``B``, not under ``torch.compile`` (the
     caller rules out jit/fx tracing)."""
-    return plain_conv(B) and _batch_norms_apply(step, x)
-
-
-def _batch_norms_apply(step: nn.Module, x: Tensor) -> bool:
     bn1, bn2 = step.norm_residual[0], step.norm_correction[0]
     return (step.training and torch.is_grad_enabled()
+            and plain_conv(B)
             and type(bn1) is nn.BatchNorm2d and type(bn2) is nn.BatchNorm2d
             and bn1.affine and bn2.affine
             and not torch.is_autocast_enabled(x.device.type)
             and not torch.compiler.is_compiling())
-
-
-def applies_around(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor) -> bool:
-    """Whether :func:`smoothing_step_around` computes exactly what ``step`` would, for any ``B``
-    (a SiC block): the conditions of :func:`applies` but for ``B``, on maps the fused passes take."""
-    return _batch_norms_apply(step, u) and fused.applies(u, f, A_u)
 
 
 def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Conv2d) -> Tensor:
@@ -189,56 +180,6 @@ def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Con
         u, f, A_u, B.weight, bn1.weight, bn1.bias, bn2.weight, bn2.bias,
         (bn1.running_mean, bn1.running_var), (bn2.running_mean, bn2.running_var), factors,
         (bn1.eps, bn2.eps), (B.stride, B.padding, B.dilation, B.groups))
-
-
-def smoothing_step_around(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor,
-                          B: nn.Module) -> Tensor:
-    """``step`` with any module ``B`` (MGiaD's SiC block, eq. 5 with ``B-hat``): the
-    BatchNorm-ReLU before ``B`` and the update after it in fused passes (call only where
-    :func:`applies_around`); ``B`` runs as itself, with its own autograd."""
-    bn1, bn2 = step.norm_residual[0], step.norm_correction[0]
-    a = ResidualBatchNormReLU.apply(f, A_u, bn1.weight, bn1.bias,
-                                    (bn1.running_mean, bn1.running_var), _bn_factor(bn1), bn1.eps)
-    z = B(a).contiguous(memory_format=torch.channels_last)
-    return UpdateBatchNormReLU.apply(u, z, bn2.weight, bn2.bias,
-                                     (bn2.running_mean, bn2.running_var), _bn_factor(bn2), bn2.eps)
-
-
-class ResidualBatchNormReLU(torch.autograd.Function):
-    """``relu(bn(f - A_u))`` (training mode), storing ``r = f - A_u`` and the statistics."""
-
-    @staticmethod
-    def forward(ctx, f, A_u, gamma, beta, running, factor, eps):
-        r, mean, var = fused.residual_stats(f, A_u)
-        invstd = _invstd_and_running_update(r, mean, var, running, factor, eps)
-        ctx.save_for_backward(r, mean, invstd, gamma, beta)
-        return fused.affine_relu(r, *_scale_shift(mean, invstd, gamma, beta))
-
-    @staticmethod
-    def backward(ctx, grad):
-        r, mean, invstd, gamma, beta = ctx.saved_tensors
-        g_r, neg_g_r, g_gamma, g_beta = fused.relu_bn_backward(
-            grad.contiguous(memory_format=torch.channels_last), r, mean, invstd, gamma, beta,
-            negated=ctx.needs_input_grad[1])
-        return g_r, neg_g_r, g_gamma, g_beta, None, None, None
-
-
-class UpdateBatchNormReLU(torch.autograd.Function):
-    """``u + relu(bn(z))`` (training mode), storing ``z`` and the statistics."""
-
-    @staticmethod
-    def forward(ctx, u, z, gamma, beta, running, factor, eps):
-        mean, var = fused.batch_stats(z)
-        invstd = _invstd_and_running_update(z, mean, var, running, factor, eps)
-        ctx.save_for_backward(z, mean, invstd, gamma, beta)
-        return fused.affine_relu(z, *_scale_shift(mean, invstd, gamma, beta), u=u)
-
-    @staticmethod
-    def backward(ctx, grad):
-        z, mean, invstd, gamma, beta = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=torch.channels_last)
-        g_z, _, g_gamma, g_beta = fused.relu_bn_backward(grad, z, mean, invstd, gamma, beta)
-        return grad, g_z, g_gamma, g_beta, None, None, None
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)

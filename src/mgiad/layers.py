@@ -195,11 +195,8 @@ class SmoothingStep(nn.Module):
         self.recompute = False  # set by the model: recompute="step" (see smooth)
 
     def forward(self, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
-        if self.impl == "fast" and not is_tracing():
-            if fast.applies(self, B, u):
-                return fast.smoothing_step(self, u, f, A_u, B)
-            if fast.applies_around(self, u, f, A_u):  # B is a SiC block
-                return fast.smoothing_step_around(self, u, f, A_u, B)
+        if self.impl == "fast" and not is_tracing() and fast.applies(self, B, u):
+            return fast.smoothing_step(self, u, f, A_u, B)
         return u + self.norm_correction(B(self.norm_residual(f - A_u)))
 
 
