@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from . import kernels
 from .kernels import batchnorm as fused
 
-__all__ = ["applies", "smoothing_step", "SmoothingStepFunction", "tune_malloc",
-           "malloc_tuned"]
+__all__ = ["applies", "smoothing_step", "SmoothingStepFunction", "batch_norm_relu",
+           "BatchNormReLUFunction", "tune_malloc", "malloc_tuned"]
 
 
 def _bn_factor(bn: nn.BatchNorm2d) -> float:
@@ -180,6 +180,36 @@ def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Con
         u, f, A_u, B.weight, bn1.weight, bn1.bias, bn2.weight, bn2.bias,
         (bn1.running_mean, bn1.running_var), (bn2.running_mean, bn2.running_var), factors,
         (bn1.eps, bn2.eps), (B.stride, B.padding, B.dilation, B.groups))
+
+
+class BatchNormReLUFunction(torch.autograd.Function):
+    """``relu(bn(x))`` with a training-mode BatchNorm in :mod:`mgiad.kernels.batchnorm`'s fused
+    passes (statistics, then normalisation and ReLU; backward in two), storing only ``x``."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, running, factor, eps):
+        mean, var = fused.batch_stats(x)
+        invstd = _invstd_and_running_update(x, mean, var, running, factor, eps)
+        ctx.save_for_backward(x, mean, invstd, gamma, beta)
+        return fused.affine_relu(x, *_scale_shift(mean, invstd, gamma, beta))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, mean, invstd, gamma, beta = ctx.saved_tensors
+        g_x, _, g_gamma, g_beta = fused.relu_bn_backward(
+            grad.contiguous(memory_format=torch.channels_last), x, mean, invstd, gamma, beta)
+        return g_x, g_gamma, g_beta, None, None, None
+
+
+def batch_norm_relu(bn: nn.BatchNorm2d, x: Tensor) -> Tensor | None:
+    """``relu(bn(x))`` through :class:`BatchNormReLUFunction` (the conv-BN-ReLU blocks of the
+    transfers), or ``None`` where that would not compute exactly what ``bn`` and ReLU do."""
+    if not (bn.training and torch.is_grad_enabled() and type(bn) is nn.BatchNorm2d and bn.affine
+            and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling()
+            and fused.applies(x)):
+        return None
+    return BatchNormReLUFunction.apply(x, bn.weight, bn.bias, (bn.running_mean, bn.running_var),
+                                       _bn_factor(bn), bn.eps)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)

@@ -120,12 +120,17 @@ class ConvBNReLU(nn.Sequential):
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
         self.recompute = False  # set by the model: recompute="step" stores only the input
+        self.use_kernels = False  # set by impl="fast": BN and ReLU in fused passes
 
     def forward(self, x: Tensor) -> Tensor:
         if self.recompute and recompute.recomputes(self):
             out = recompute.conv_bn_relu(self, x)
             if out is not None:
                 return out
+        if self.use_kernels and len(self) == 3 and not is_tracing():
+            y = self[0](x)
+            out = fast.batch_norm_relu(self[1], y)
+            return self[2](self[1](y)) if out is None else out
         return super().forward(x)
 
 

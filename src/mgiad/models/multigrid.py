@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..recompute import check_recompute, recomputed, recomputes
-from ..layers import (Classifier, FASTransfer, KernelConv2d, SmoothingStep, Stem, check_impl,
-                      check_positive_int, is_tracing, residual)
+from ..layers import (Classifier, ConvBNReLU, FASTransfer, KernelConv2d, SmoothingStep, Stem,
+                      check_impl, check_positive_int, is_tracing, residual)
 
 
 def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
@@ -114,8 +114,8 @@ class ResolutionMultigrid(ImageClassifier):
         for m in self.modules():
             if isinstance(m, SmoothingStep):
                 m.impl = impl
-            elif isinstance(m, KernelConv2d):  # the C++ kernels belong to the fast path
-                m.use_kernels = impl == "fast"
+            elif isinstance(m, (KernelConv2d, ConvBNReLU)):  # the C++ kernels belong to the
+                m.use_kernels = impl == "fast"                 # fast path
         if isinstance(getattr(self, "config", None), dict):
             self.config["impl"] = impl
         return self
