@@ -211,6 +211,18 @@ def test_fast_path_runs_channels_last_on_cpu():
     assert reference.forward_features(x).is_contiguous()
 
 
+@pytest.mark.parametrize("name", ["mgiad", "mgnet"])
+def test_one_channel_images_run_channels_last(name):
+    """A [N, 1, H, W] image counts as contiguous in both formats; the fast path must still give the
+    stem NHWC strides, or every map after it stays NCHW (the grayscale datasets)."""
+    torch.manual_seed(0)
+    model = mgiad.create_model(name, in_chans=1, num_classes=5, widths=(8, 16))
+    x = torch.randn(2, 1, 8, 8)
+    assert model.forward_features(x).is_contiguous(memory_format=torch.channels_last)
+    reference = copy.deepcopy(model).set_impl("reference")
+    _close(model(x), reference(x), "logits")
+
+
 # ------------------------------------------------------------------------------ mgiad bench
 def test_parse_spec():
     spec = parse_spec("mgiad:widths=[16,32],group_size=4,impl=reference")

@@ -122,8 +122,11 @@ class ResolutionMultigrid(ImageClassifier):
 
     def forward_features(self, x: Tensor) -> Tensor:
         if self.impl == "fast" and not is_tracing() and x.device.type == "cpu" and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's grouped and strided
-            # depthwise convolutions run much faster in NHWC (docs/performance.md)
+            # oneDNN's grouped and strided depthwise convolutions, and the C++ kernels, run much
+            # faster in NHWC (docs/performance.md). A one-channel image is "contiguous" in both
+            # formats, and only NHWC strides make the stem's output NHWC: hence the explicit copy.
+            if not (x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last)):
+                x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
         recompute = self.recompute if recomputes(self) else False  # see mgiad.recompute
         step = recompute == "step"
         f = recomputed(self.stem, x) if step else self.stem(x)
