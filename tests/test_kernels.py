@@ -169,3 +169,29 @@ def test_benchmark_runs(capsys):
     bench.main(["--shape", "16,4,5,6", "--batch", "1", "--repeats", "1", "--stat", "min"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + 3 and lines[-1].split()[3] == "grad-weight"
+
+
+@needs_compiler
+@pytest.mark.parametrize("channels", [8, 16])
+def test_dense_convolutions_of_8_and_16_channels_run_as_one_group(channels, monkeypatch):
+    """The coarsest channel level's dense 3x3 convolution (c_K = 8 or 16) is the kernels' group size
+    8 or 16 with one group: built as GroupedConv3x3, same values and gradients as F.conv2d."""
+    from mgiad import layers
+    conv = layers.conv(channels, channels)
+    assert type(conv) is layers.GroupedConv3x3 and conv.groups == 1
+    assert type(layers.conv(32, 32)) is torch.nn.Conv2d  # 32 channels: no such group size
+    conv.use_kernels = True
+    calls = []
+    original = kernels.grouped_conv3x3
+    monkeypatch.setattr(kernels, "grouped_conv3x3", lambda *a: calls.append(1) or original(*a))
+    x = torch.randn(2, channels, 7, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref = conv.weight.detach().clone().requires_grad_()
+    out, expected = conv(x), F.conv2d(x_ref, w_ref, padding=1)
+    assert calls and grouped_conv.kernel_applies(x, conv.weight)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(out)
+    out.backward(g)
+    expected.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, w_ref.grad, rtol=1e-4, atol=1e-4)

@@ -52,7 +52,8 @@ def check_divisible(name: str, value: int, by: int, what: str) -> None:
 def conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
          groups: int = 1) -> nn.Conv2d:
     """A bias-free 'same'-padded convolution: the linear map of every layer in the paper."""
-    grouped_3x3 = kernel_size == 3 and stride == 1 and groups > 1 and in_channels == out_channels
+    grouped_3x3 = (kernel_size == 3 and stride == 1 and in_channels == out_channels
+                   and (groups > 1 or in_channels in (8, 16)))  # dense 8, 16: the kernels' one group
     cls = (GroupedConv3x3 if grouped_3x3 else
            TransferConv if is_transfer(in_channels, out_channels, kernel_size, stride, groups) else nn.Conv2d)
     return cls(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
@@ -87,7 +88,8 @@ class KernelConv2d(nn.Conv2d):
 
 
 class GroupedConv3x3(KernelConv2d):
-    """A grouped 3x3 convolution (``A-hat``, ``B-hat``) on the grouped 3x3 kernels."""
+    """A grouped 3x3 convolution (``A-hat``, ``B-hat``; also a dense one of 8 or 16 channels, the
+    kernels' group size with one group) on the grouped 3x3 kernels."""
 
     def kernel_forward(self, x: Tensor) -> Tensor:
         from . import kernels

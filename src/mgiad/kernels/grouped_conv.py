@@ -70,7 +70,7 @@ def plain_pytorch_wanted() -> bool:
 def _takes(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> bool:
     """A call of the ``F.conv2d`` signature that the kernels compute: 3x3, stride 1, padding 1."""
     return (tuple(stride) == (1, 1) and tuple(padding) == (1, 1) and tuple(dilation) == (1, 1)
-            and groups > 1 and kernel_applies(x, weight) and groups == x.shape[1] // weight.shape[1]
+            and groups >= 1 and kernel_applies(x, weight) and groups == x.shape[1] // weight.shape[1]
             and not plain_pytorch_wanted() and runtime.available())
 
 
