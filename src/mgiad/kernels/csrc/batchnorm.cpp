@@ -9,12 +9,10 @@
 // thread count; E[x^2] - E[x]^2 in double).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <optional>
 #include <tuple>
 #include <vector>
