@@ -1,7 +1,25 @@
-"""Build the C++ kernels (mgiad.kernels) once, before any test: the fast path uses them, and a
-first build inside a timed subprocess (torchrun, CLI tests) would count against its timeout."""
+"""Shared test set-up. Build the C++ kernels (mgiad.kernels) once, before any test: the fast path
+uses them, and a first build inside a timed subprocess (torchrun, CLI tests) would count against its timeout."""
+import pytest
 
 
 def pytest_sessionstart(session):
     from mgiad import kernels
     kernels.available()
+
+
+def _isas():
+    """The kernels' instruction sets this CPU runs (both names where the kernels cannot build:
+    those tests skip)."""
+    from mgiad.kernels import build, runtime
+    if build.missing_tool() is not None or not build.load():
+        return ["avx512", "avx2"]
+    return [name for level, name in runtime.ISA_NAMES.items() if 0 < level <= runtime.cpu_isa()]
+
+
+@pytest.fixture(params=_isas())
+def isa(request, monkeypatch):
+    """Runs a kernel test once per instruction set (MGIAD_KERNELS_ISA)."""
+    monkeypatch.setenv("MGIAD_KERNELS_ISA", request.param)
+    monkeypatch.delenv("MGIAD_KERNELS", raising=False)
+    return request.param

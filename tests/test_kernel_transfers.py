@@ -23,19 +23,6 @@ PAIRS = [(2, 16, 8, 8, 2), (2, 16, 8, 8, 1), (1, 3, 5, 7, 2), (1, 3, 5, 7, 1), (
          (1, 24, 3, 3, 1), (1, 40, 2, 3, 2), (1, 40, 2, 3, 1), (1, 1, 3, 3, 1), (1, 6, 2, 2, 2)]
 
 
-def _isas():
-    if build.missing_tool() is not None or not build.load():
-        return ["avx512", "avx2"]  # skipped by needs_compiler anyway
-    return [name for level, name in runtime.ISA_NAMES.items() if 0 < level <= runtime.cpu_isa()]
-
-
-@pytest.fixture(params=_isas())
-def isa(request, monkeypatch):
-    monkeypatch.setenv("MGIAD_KERNELS_ISA", request.param)
-    monkeypatch.delenv("MGIAD_KERNELS", raising=False)
-    return request.param
-
-
 def _depthwise_case(n, c, h, w, multiplier, channels_last, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, h, w, generator=g)

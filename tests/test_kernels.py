@@ -19,19 +19,6 @@ SHAPES = [
 ]
 
 
-def _isas():
-    if build.missing_tool() is not None or not build.load():
-        return ["avx512", "avx2"]  # skipped by needs_compiler anyway
-    return [name for level, name in runtime.ISA_NAMES.items() if 0 < level <= runtime.cpu_isa()]
-
-
-@pytest.fixture(params=_isas())
-def isa(request, monkeypatch):
-    monkeypatch.setenv("MGIAD_KERNELS_ISA", request.param)
-    monkeypatch.delenv("MGIAD_KERNELS", raising=False)
-    return request.param
-
-
 def _inputs(n, c, h, w, group_size, channels_last, seed=0):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, h, w, generator=generator)
