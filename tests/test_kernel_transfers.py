@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import mgiad
 from mgiad import kernels, layers
-from mgiad.kernels import build, runtime, transfers
+from mgiad.kernels import autograd, build, runtime, transfers
 
 needs_compiler = pytest.mark.skipif(build.missing_tool() is not None,
                                     reason=f"cannot build the C++ kernels here: {build.missing_tool()}")
@@ -57,8 +57,8 @@ def _reference(x, weight, **args):
 
 def _check(x, weight, args, channels_last, monkeypatch, weight_atol=1e-4):
     calls = []
-    real_apply = transfers.TransferConv.apply
-    monkeypatch.setattr(transfers.TransferConv, "apply", lambda *a: calls.append(1) or real_apply(*a))
+    real_apply = autograd.KernelConv.apply
+    monkeypatch.setattr(autograd.KernelConv, "apply", lambda *a: calls.append(1) or real_apply(*a))
     ours = _forward_backward(kernels.transfer_conv, x, weight, args)
     reference = _forward_backward(_reference, x, weight, args)
     assert calls == [1]
@@ -70,8 +70,8 @@ def _check(x, weight, args, channels_last, monkeypatch, weight_atol=1e-4):
         assert grad_x.is_contiguous(memory_format=torch.channels_last) == channels_last
     # the autograd-free pair used inside autograd functions (mgiad.recompute)
     with torch.no_grad():
-        torch.testing.assert_close(kernels.transfer_conv2d(x, weight, **args), reference[0], rtol=1e-4, atol=1e-4)
-        g_x, g_w = kernels.transfer_conv2d_backward(reference[3], x, weight, *args.values(), [True, True])
+        torch.testing.assert_close(kernels.conv2d(x, weight, **args), reference[0], rtol=1e-4, atol=1e-4)
+        g_x, g_w = kernels.conv2d_backward(reference[3], x, weight, *args.values(), [True, True])
     torch.testing.assert_close(g_x, reference[1], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(g_w, reference[2], rtol=1e-4, atol=weight_atol)
 
@@ -110,7 +110,7 @@ def test_one_gradient_only(isa):
         kernels.transfer_conv(xs, ws, **args).sum().backward()
         assert (xs.grad is None) != requires[0] and (ws.grad is None) != requires[1]
     g = torch.randn(2, 16, 3, 3)
-    assert kernels.transfer_conv2d_backward(g, x, weight, *args.values(), [False, True])[0] is None
+    assert kernels.conv2d_backward(g, x, weight, *args.values(), [False, True])[0] is None
 
 
 @needs_compiler
@@ -140,7 +140,7 @@ FALLBACKS = {
 
 @pytest.mark.parametrize("case", list(FALLBACKS))
 def test_calls_the_kernels_do_not_take_use_pytorch(case, monkeypatch):
-    monkeypatch.setattr(transfers.TransferConv, "apply", lambda *a: pytest.fail("kernels used"))
+    monkeypatch.setattr(autograd.KernelConv, "apply", lambda *a: pytest.fail("kernels used"))
     x, weight, args = FALLBACKS[case]()
     assert kernels.transfer_kind(x, weight, **args) is None
     torch.testing.assert_close(kernels.transfer_conv(x, weight, **args), F.conv2d(x, weight, None, **args))
@@ -148,7 +148,7 @@ def test_calls_the_kernels_do_not_take_use_pytorch(case, monkeypatch):
 
 def test_disabled_by_environment_uses_pytorch(monkeypatch):
     monkeypatch.setenv("MGIAD_KERNELS", "0")
-    monkeypatch.setattr(transfers.TransferConv, "apply", lambda *a: pytest.fail("kernels used"))
+    monkeypatch.setattr(autograd.KernelConv, "apply", lambda *a: pytest.fail("kernels used"))
     x, weight, args = _depthwise_case(2, 8, 5, 7, 2, True)
     assert kernels.transfer_kind(x, weight, **args) == "depthwise"
     ours = _forward_backward(kernels.transfer_conv, x, weight, args)
@@ -159,7 +159,7 @@ def test_disabled_by_environment_uses_pytorch(monkeypatch):
 def test_dispatch_modes_see_aten_convolution(monkeypatch):
     """FLOP counters (a dispatch mode) and autocast get PyTorch's convolution."""
     from torch.utils.flop_counter import FlopCounterMode
-    monkeypatch.setattr(transfers.TransferConv, "apply", lambda *a: pytest.fail("kernels used"))
+    monkeypatch.setattr(autograd.KernelConv, "apply", lambda *a: pytest.fail("kernels used"))
     x, weight, args = _pairs_case(1, 8, 4, 4, 2, True)
     with FlopCounterMode(display=False) as counter:
         kernels.transfer_conv(x, weight, **args)
@@ -216,10 +216,9 @@ def test_fast_model_same_with_and_without_kernels(recompute, monkeypatch, one_th
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(3, 1, 12, 11, generator=g), torch.randint(0, 5, (3,), generator=g)
     calls = []
-    real_forward, real_input, real_weight = transfers._forward, transfers._grad_input, transfers._grad_weight
-    monkeypatch.setattr(transfers, "_forward", lambda *a: calls.append("f") or real_forward(*a))
-    monkeypatch.setattr(transfers, "_grad_input", lambda *a: calls.append("i") or real_input(*a))
-    monkeypatch.setattr(transfers, "_grad_weight", lambda *a: calls.append("w") or real_weight(*a))
+    for kind, ops in list(transfers.KERNELS.items()):
+        monkeypatch.setitem(transfers.KERNELS, kind, autograd.ConvKernels(
+            *(lambda *a, f=f, tag=tag: calls.append(tag) or f(*a) for f, tag in zip(ops, "fiw"))))
     other = copy.deepcopy(model)
     with_kernels = _step(model, x, y)
     assert {"f", "i", "w"} <= set(calls)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mgiad import kernels
-from mgiad.kernels import build, grouped_conv, runtime
+from mgiad.kernels import autograd, build, grouped_conv, runtime
 
 needs_compiler = pytest.mark.skipif(build.missing_tool() is not None,
                                     reason=f"cannot build the C++ kernels here: {build.missing_tool()}")
@@ -74,8 +74,8 @@ def test_large_outputs_written_past_the_caches(isa):
 @needs_compiler
 def test_kernels_run_on_applicable_inputs(isa, monkeypatch):
     calls = []
-    real_apply = grouped_conv.GroupedConv3x3.apply
-    monkeypatch.setattr(grouped_conv.GroupedConv3x3, "apply", lambda *a: calls.append(1) or real_apply(*a))
+    real_apply = autograd.KernelConv.apply
+    monkeypatch.setattr(autograd.KernelConv, "apply", lambda *a: calls.append(1) or real_apply(*a))
     x, weight, _ = _inputs(1, 16, 5, 5, 4, channels_last=True)
     kernels.grouped_conv3x3(x, weight)
     assert calls == [1]
@@ -109,7 +109,7 @@ def test_operators_check_their_arguments():
 
 def test_disabled_by_environment_uses_pytorch(monkeypatch):
     monkeypatch.setenv("MGIAD_KERNELS", "0")
-    monkeypatch.setattr(grouped_conv.GroupedConv3x3, "apply", lambda *a: pytest.fail("kernels used"))
+    monkeypatch.setattr(autograd.KernelConv, "apply", lambda *a: pytest.fail("kernels used"))
     assert not kernels.available()
     x, weight, grad_out = _inputs(2, 16, 5, 7, 4, channels_last=True)
     ours = _forward_backward(kernels.grouped_conv3x3, x, weight, grad_out)
@@ -120,7 +120,7 @@ def test_disabled_by_environment_uses_pytorch(monkeypatch):
 
 @pytest.mark.parametrize("case", ["float64", "group size 3", "5x5 kernel", "out != in channels", "empty"])
 def test_inputs_the_kernels_do_not_take_use_pytorch(case, monkeypatch):
-    monkeypatch.setattr(grouped_conv.GroupedConv3x3, "apply", lambda *a: pytest.fail("kernels used"))
+    monkeypatch.setattr(autograd.KernelConv, "apply", lambda *a: pytest.fail("kernels used"))
     x, weight, _ = _inputs(1, 12, 5, 5, 4, channels_last=True)
     if case == "float64":
         x, weight = x.double(), weight.double()
@@ -144,7 +144,7 @@ def test_no_compiler_warns_once_in_one_line_and_uses_pytorch(monkeypatch):
         assert build.load.__wrapped__() is False
     assert len(record) == 1 and "\n" not in str(record[0].message)
     monkeypatch.setattr(runtime, "available", lambda: False)
-    monkeypatch.setattr(grouped_conv.GroupedConv3x3, "apply", lambda *a: pytest.fail("kernels used"))
+    monkeypatch.setattr(autograd.KernelConv, "apply", lambda *a: pytest.fail("kernels used"))
     x, weight, _ = _inputs(1, 8, 4, 4, 4, channels_last=True)
     torch.testing.assert_close(kernels.grouped_conv3x3(x, weight), _reference(x, weight))
 

@@ -182,7 +182,7 @@ class RecomputedConvBNReLU(torch.autograd.Function):
         g_out = g_out.contiguous(memory_format=_memory_format(y))
         g_gamma, g_beta = _relu_batch_norm_backward_(y, g_out, mean, invstd, gamma, beta)
         if ctx.use_kernels:
-            g_x, g_w = kernels.transfer_conv2d_backward(y, x, weight, *ctx.conv_args, [need[0], need[1]])
+            g_x, g_w = kernels.conv2d_backward(y, x, weight, *ctx.conv_args, [need[0], need[1]])
         else:
             stride, padding, dilation, groups = ctx.conv_args
             g_x, g_w, _ = torch.ops.aten.convolution_backward(
@@ -193,7 +193,7 @@ class RecomputedConvBNReLU(torch.autograd.Function):
 
 def _conv(use_kernels: bool, x: Tensor, weight: Tensor, conv_args) -> Tensor:
     if use_kernels:
-        return kernels.transfer_conv2d(x, weight, *conv_args)
+        return kernels.conv2d(x, weight, *conv_args)
     return F.conv2d(x, weight, None, *conv_args)
 
 

@@ -5,15 +5,14 @@ multigrid transfers.
 ``transfer_conv(x, weight, stride, padding, dilation, groups)`` is ``F.conv2d`` for depthwise 3x3
 stride-2 convolutions (channel multiplier 1 or 2) and 1x1 convolutions with 2 -> 1 or 1 -> 2 channels
 per group. Both have autograd and run on AVX-512 / AVX2 kernels where they apply, on PyTorch
-elsewhere. ``available()`` says whether the kernels run here; ``MGIAD_KERNELS=0`` turns them off.
+elsewhere; ``conv2d`` and ``conv2d_backward`` (no autograd) run whichever kernel applies.
+``available()`` says whether the kernels run here; ``MGIAD_KERNELS=0`` turns them off.
 Benchmark: ``python -m mgiad.kernels.bench [--transfers]``.
 """
-from .grouped_conv import GROUP_SIZES, conv2d, conv2d_backward, grouped_conv3x3, kernel_applies
+from .functional import conv2d, conv2d_backward
+from .grouped_conv import GROUP_SIZES, grouped_conv3x3, kernel_applies
 from .runtime import ISA_NAMES, available, enabled, isa
-from .transfers import conv2d as transfer_conv2d
-from .transfers import conv2d_backward as transfer_conv2d_backward
 from .transfers import transfer_conv, transfer_kind
 
 __all__ = ["GROUP_SIZES", "ISA_NAMES", "available", "conv2d", "conv2d_backward", "enabled",
-           "grouped_conv3x3", "isa", "kernel_applies", "transfer_conv", "transfer_conv2d",
-           "transfer_conv2d_backward", "transfer_kind"]
+           "grouped_conv3x3", "isa", "kernel_applies", "transfer_conv", "transfer_kind"]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import runtime
-from .grouped_conv import plain_pytorch_wanted
+from .autograd import plain_pytorch_wanted
 
 
 def applies(*maps: Tensor) -> bool:

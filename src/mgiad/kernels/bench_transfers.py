@@ -57,6 +57,7 @@ def passes(x, weight, args, grad_out, isa):
     """{pass: (ours, oneDNN, bytes moved)}: zero-argument callables."""
     kind = transfers.transfer_kind(x, weight, *args)
     assert kind is not None, "not a transfer shape"
+    ours = transfers.KERNELS[kind]
     stride, padding, dilation, groups = args
 
     def onednn_backward(mask):
@@ -64,10 +65,10 @@ def passes(x, weight, args, grad_out, isa):
                                                            False, [0, 0], groups, mask)
     io = 4 * (x.numel() + grad_out.numel())
     return {
-        "forward": (lambda: transfers._forward(kind, x, weight, isa), lambda: F.conv2d(x, weight, None, *args), io),
-        "grad-input": (lambda: transfers._grad_input(kind, grad_out, weight, x.shape, isa),
+        "forward": (lambda: ours.forward(x, weight, isa), lambda: F.conv2d(x, weight, None, *args), io),
+        "grad-input": (lambda: ours.grad_input(grad_out, weight, x.shape, isa),
                        onednn_backward([True, False, False]), io),
-        "grad-weight": (lambda: transfers._grad_weight(kind, x, grad_out, weight, isa),
+        "grad-weight": (lambda: ours.grad_weight(x, grad_out, weight, isa),
                         onednn_backward([False, True, False]), io),
     }
 
