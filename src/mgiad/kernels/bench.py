@@ -17,12 +17,12 @@ import argparse
 import os
 import sys
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from . import bench_transfers, runtime
+from .bench_timing import STATS, interleaved
 
 # MGiaD(lambda=3)'s grouped convolutions: (channels, group size, height, width)
 DEFAULT_SHAPES = ((192, 4, 32, 32), (192, 8, 32, 32), (384, 4, 16, 16), (384, 8, 16, 16))
@@ -52,12 +52,6 @@ def passes(x, weight, grad_out, isa):
     }
 
 
-def seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def bench_shape(batch, channels, group_size, height, width, repeats, isa, stat=statistics.median):
     """[(pass, ours seconds, oneDNN seconds)]: stat (median, min) of interleaved runs."""
     cl = torch.channels_last
@@ -67,13 +61,7 @@ def bench_shape(batch, channels, group_size, height, width, repeats, isa, stat=s
     rows = []
     with torch.no_grad():
         for name, (ours, onednn) in passes(x, weight, grad_out, isa).items():
-            for fn in (ours, onednn, ours, onednn):  # warm-up
-                fn()
-            times = [], []
-            for _ in range(repeats):
-                times[0].append(seconds(ours))
-                times[1].append(seconds(onednn))
-            rows.append((name, stat(times[0]), stat(times[1])))
+            rows.append((name, *interleaved(ours, onednn, repeats, stat)))
     return rows
 
 
@@ -94,7 +82,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, here %d)"
                         % torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of each pass (default 10)")
-    parser.add_argument("--stat", choices=["median", "min"], default="median",
+    parser.add_argument("--stat", choices=sorted(STATS), default="median",
                         help="statistic of the timed runs (default median; min where other jobs share the CPU)")
     parser.add_argument("--isa", choices=["avx512", "avx2"], default=None, help="instruction set (default: best)")
     parser.add_argument("--reuse-memory", action="store_true",
@@ -115,7 +103,7 @@ def main(argv=None):
     isa = runtime.isa() if args.isa is None else min(runtime.cpu_isa(), {"avx2": 1, "avx512": 2}[args.isa])
     torch.manual_seed(0)
     memory = "freed memory kept" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "default allocator"
-    stat = {"median": statistics.median, "min": min}[args.stat]
+    stat = STATS[args.stat]
     print(f"threads {torch.get_num_threads()}, isa {runtime.ISA_NAMES[isa]}, batch {args.batch or 'preset'}, "
           f"{args.stat} of {args.repeats}, {memory}")
     if args.transfers:

@@ -11,12 +11,11 @@ the fused version (bytes it must read and write: forward 6 map reads and 3 write
 and 2 writes) and the speed-up (PyTorch time / fused time).
 """
 import argparse
-import statistics
 
 import torch
 
 from . import runtime
-from .bench import seconds
+from .bench_timing import STATS, interleaved
 
 DEFAULT_SHAPES = ((192, 32, 32), (384, 16, 16), (16, 32, 32), (32, 16, 16))
 
@@ -68,7 +67,7 @@ def main(argv=None):
                              "16,32,32 32,16,16)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--repeats", type=int, default=15, help="timed runs of each pass (default 15)")
-    parser.add_argument("--stat", choices=["median", "min"], default="median")
+    parser.add_argument("--stat", choices=sorted(STATS), default="median")
     args = parser.parse_args(argv)
     if not runtime.available():
         parser.exit(1, "mgiad.kernels: kernels unavailable here (see the warning above, or MGIAD_KERNELS=0)\n")
@@ -76,7 +75,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     from ..fast import tune_malloc
     tune_malloc()
-    stat = {"median": statistics.median, "min": min}[args.stat]
+    stat = STATS[args.stat]
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shape] if args.shape else DEFAULT_SHAPES
     print(f"threads {torch.get_num_threads()}, batch {args.batch}, {args.stat} of {args.repeats}")
     print(f"{'C':>4} {'HxW':>6} {'pass':<9} {'fused ms':>9} {'PyTorch ms':>11} {'fused GB/s':>11} {'speed-up':>9}")
@@ -84,13 +83,7 @@ def main(argv=None):
         shape = (args.batch, channels, height, width)
         map_bytes = 4 * args.batch * channels * height * width
         for name, (ours, theirs) in passes(shape).items():
-            for fn in (ours, theirs, ours, theirs):  # warm-up
-                fn()
-            times = [], []
-            for _ in range(args.repeats):
-                times[0].append(seconds(ours))
-                times[1].append(seconds(theirs))
-            t_ours, t_theirs = stat(times[0]), stat(times[1])
+            t_ours, t_theirs = interleaved(ours, theirs, args.repeats, stat)
             moved = map_bytes * (9 if name == "forward" else 6)
             print(f"{channels:>4} {f'{height}x{width}':>6} {name:<9} {t_ours * 1e3:>9.2f} {t_theirs * 1e3:>11.2f} "
                   f"{moved / t_ours / 1e9:>11.1f} {t_theirs / t_ours:>8.2f}x")

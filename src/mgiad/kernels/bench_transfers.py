@@ -9,12 +9,12 @@ channel multiplier m; ``pair,C,g,H,W`` a 1x1 convolution with C groups of g inpu
 """
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from . import transfers
+from .bench_timing import interleaved
 
 # (batch, shape): the small Table-2 MGiaD (16-32-64, c_K 16, batch 128) and MGiaD(3) (batch 64)
 PRESETS = {
@@ -73,24 +73,12 @@ def passes(x, weight, args, grad_out, isa):
     }
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def bench_shape(batch, shape, repeats, isa, stat=statistics.median):
     """[(pass, ours s, oneDNN s, bytes)]: stat of interleaved runs."""
     rows = []
     with torch.no_grad():
         for name, (ours, onednn, nbytes) in passes(*tensors(batch, *shape), isa).items():
-            for fn in (ours, onednn, ours, onednn):  # warm-up
-                fn()
-            times = [], []
-            for _ in range(repeats):
-                times[0].append(_seconds(ours))
-                times[1].append(_seconds(onednn))
-            rows.append((name, stat(times[0]), stat(times[1]), nbytes))
+            rows.append((name, *interleaved(ours, onednn, repeats, stat), nbytes))
     return rows
 
 
