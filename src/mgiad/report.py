@@ -38,7 +38,7 @@ import csv
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -278,9 +278,8 @@ def _md(text: str) -> str:
 
 # ---------------------------------------------------------------------------------- grouping
 @dataclass
-class Group:
-    """The runs of one configuration at one budget and number of epochs: ``runs`` finished (one
-    per seed), ``running`` in progress; ``duplicates``: (dropped, kept) run pairs."""
+class Configuration:
+    """What a run trains, read from its files: experiment, dataset, model and budget."""
 
     experiment: str
     dataset: str
@@ -289,11 +288,22 @@ class Group:
     model: str
     model_args: dict[str, Any]
     budget: str               # tag: "paper", "e5-ss2", ...
-    epochs: int               # epochs trained (finished) or planned (in progress)
-    recipe: dict[str, Any]    # the recipe for the dataset (the paper's, or the preset's)
     overrides: dict[str, Any]
+    epochs: int               # epochs trained (finished) or planned (in progress)
     paper_row: paper.PaperRow | None
     note: str
+
+    @property
+    def group_key(self) -> tuple:
+        return (self.experiment, self.dataset, self.key, self.budget, self.epochs)
+
+
+@dataclass
+class Group(Configuration):
+    """The runs of one configuration at one budget and number of epochs: ``runs`` finished (one
+    per seed), ``running`` in progress; ``duplicates``: (dropped, kept) run pairs."""
+
+    recipe: dict[str, Any] = field(default_factory=dict)  # the dataset's recipe (the paper's, or the preset's)
     runs: list[Run] = field(default_factory=list)
     running: list[Run] = field(default_factory=list)
     duplicates: list[tuple[Run, Run]] = field(default_factory=list)
@@ -393,24 +403,11 @@ def _budget_of(run: Run, dataset: str, recipe: dict[str, Any]) -> tuple[str, dic
     return budget.tag, budget.overrides()
 
 
-@dataclass(frozen=True)
-class _Info:
-    experiment: str
-    dataset: str
-    key: str
-    label: str
-    model: str
-    model_args: dict[str, Any]
-    budget: str
-    overrides: dict[str, Any]
-    epochs: int
-    seed: int
-    paper_row: paper.PaperRow | None
-    note: str
+@dataclass
+class _Info(Configuration):
+    """A run's configuration and seed."""
 
-    @property
-    def group_key(self) -> tuple:
-        return (self.experiment, self.dataset, self.key, self.budget, self.epochs)
+    seed: int = 0
 
     @property
     def identity(self) -> tuple:
@@ -436,8 +433,8 @@ def _info(run: Run) -> _Info:
     key = info.get("key") or config_slug(model, run.config.get("train", {}).get("model_args", {}))
     return _Info(info.get("experiment", OTHER), dataset, key,
                  info.get("label") or display_name(model, args), model, args, tag, overrides,
-                 run.target_epochs(recipe["epochs"]), run.seed, _paper_row(info, dataset),
-                 info.get("note", ""))
+                 run.target_epochs(recipe["epochs"]), _paper_row(info, dataset),
+                 info.get("note", ""), seed=run.seed)
 
 
 def deduplicate(runs: list[Run]) -> tuple[list[Run], list[tuple[Run, Run]]]:
@@ -464,9 +461,8 @@ def group_runs(runs: list[Run]) -> list[Group]:
     for run in kept:
         i = _info(run)
         if i.group_key not in groups:
-            groups[i.group_key] = Group(i.experiment, i.dataset, i.key, i.label, i.model,
-                                        i.model_args, i.budget, i.epochs, _recipe(i.dataset),
-                                        i.overrides, i.paper_row, i.note)
+            configuration = {f.name: getattr(i, f.name) for f in fields(Configuration)}
+            groups[i.group_key] = Group(**configuration, recipe=_recipe(i.dataset))
         (groups[i.group_key].runs if run.finished else groups[i.group_key].running).append(run)
     for lost, chosen in dropped:
         groups[_info(chosen).group_key].duplicates.append((lost, chosen))
