@@ -36,10 +36,10 @@ __all__ = ["Entry", "Experiment", "Budget", "RunSpec", "RunResult", "EXPERIMENTS
 EXPERIMENT_FILE = "experiment.json"
 
 # short names of model arguments in run-directory names (anything else: its own name)
-_ABBREV = {"widths": "w", "width_mult": "x", "coarse_channels": "ck", "group_size": "gs",
-           "smoothing_steps": "nu", "share": "share", "blocks": "b", "pre_smooth": "pre",
-           "post_smooth": "post", "prolong_norm": "pn", "stem": "stem", "transfer_norm": "tn",
-           "shortcut": "sc"}
+ARG_ABBREVIATIONS = {"widths": "w", "width_mult": "x", "coarse_channels": "ck", "group_size": "gs",
+                     "smoothing_steps": "nu", "share": "share", "blocks": "b", "pre_smooth": "pre",
+                     "post_smooth": "post", "prolong_norm": "pn", "stem": "stem", "transfer_norm": "tn",
+                     "shortcut": "sc"}
 # dataset-implied arguments: not part of a configuration's name (the dataset is)
 _DATASET_ARGS = ("num_classes", "in_chans", "stem", "prolong_norm")
 
@@ -56,10 +56,10 @@ def _fmt(value: Any) -> str:
 
 def config_slug(model: str, kwargs: dict[str, Any]) -> str:
     """A file-name-safe, deterministic name of a model configuration, e.g. ``mgiad-w16.32.64-ck16-gs4``."""
-    order = list(_ABBREV)
+    order = list(ARG_ABBREVIATIONS)
     keys = sorted((k for k in kwargs if k not in _DATASET_ARGS),
                   key=lambda k: (order.index(k) if k in order else len(order), k))
-    parts = [model] + [f"{_ABBREV.get(k, k)}{_fmt(kwargs[k])}" for k in keys]
+    parts = [model] + [f"{ARG_ABBREVIATIONS.get(k, k)}{_fmt(kwargs[k])}" for k in keys]
     return re.sub(r"[^A-Za-z0-9.+=_-]", "_", "-".join(parts))
 
 

@@ -78,6 +78,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model_state, write_json_atomic
+from .experiments import ARG_ABBREVIATIONS
 from .registry import _MODELS, _create_registered, _jsonable, list_models, model_arguments
 
 __all__ = ["list_pretrained", "pretrained_cfg", "create_pretrained", "find_pretrained",
@@ -98,10 +99,8 @@ MAX_RUN_DIFFERENCE = 0.5
 # the accuracy on the first SLICE test images is recorded too, for quick checks (tests)
 SLICE = 500
 
-_ABBREVIATIONS = {"widths": "", "width_mult": "x", "coarse_channels": "ck", "group_size": "gs",
-                  "smoothing_steps": "nu", "share": "share", "blocks": "b", "pre_smooth": "pre",
-                  "post_smooth": "post", "prolong_norm": "pn", "stem": "stem",
-                  "transfer_norm": "tn", "shortcut": "sc"}
+# the run directories' abbreviations, but widths bare, as timm spells sizes (mgiad_16_32_64)
+_ABBREVIATIONS = {**ARG_ABBREVIATIONS, "widths": ""}
 _ALWAYS_NAMED = {"mgiad": ("widths", "coarse_channels", "group_size"),
                  "mgnet": ("widths", "smoothing_steps"),
                  "mgic": ("widths", "coarse_channels", "group_size", "blocks")}
