@@ -14,6 +14,11 @@ class ConvKernels(NamedTuple):
     grad_weight: Callable  # (x_nhwc, grad_nhwc, weight, isa) -> grad_weight
 
 
+def operators():
+    """``torch.ops.mgiad_kernels``, looked up when called (the library loads on first use)."""
+    return torch.ops.mgiad_kernels
+
+
 def plain_pytorch_wanted() -> bool:
     """Tracing, ``torch.compile``, autocast or a dispatch mode (FLOP counters, memory trackers,
     fake tensors) is active: they should see ``aten.convolution``, not our operators."""

@@ -11,12 +11,10 @@ def kernels_for(x, weight, stride, padding, dilation, groups):
     """The :class:`~.autograd.ConvKernels` that should run this call now, or None."""
     if autograd.plain_pytorch_wanted() or not runtime.available():
         return None
-    kind = transfers.transfer_kind(x, weight, stride, padding, dilation, groups)
-    if kind is not None:
-        return transfers.KERNELS[kind]
     if grouped_conv.takes(x, weight, stride, padding, dilation, groups):
         return grouped_conv.GROUPED_3X3
-    return None
+    kind = transfers.transfer_kind(x, weight, stride, padding, dilation, groups)
+    return None if kind is None else transfers.KERNELS[kind]
 
 
 def conv2d(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):

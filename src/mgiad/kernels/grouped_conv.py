@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .autograd import ConvKernels, KernelConv, as_pair, plain_pytorch_wanted
+from .autograd import ConvKernels, KernelConv, as_pair, operators, plain_pytorch_wanted
 
 GROUP_SIZES = (2, 4, 8, 16)
 
@@ -17,14 +17,10 @@ def kernel_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and weight.shape[1] in GROUP_SIZES and x.shape[1] % weight.shape[1] == 0 and x.numel() > 0)
 
 
-def _ops():
-    return torch.ops.mgiad_kernels
-
-
 GROUPED_3X3 = ConvKernels(
-    forward=lambda x, w, isa: _ops().conv3x3_forward(x, w, isa),
-    grad_input=lambda g, w, input_shape, isa: _ops().conv3x3_grad_input(g, w, isa),
-    grad_weight=lambda x, g, w, isa: _ops().conv3x3_grad_weight(x, g, w.shape[1], isa))
+    forward=lambda x, w, isa: operators().conv3x3_forward(x, w, isa),
+    grad_input=lambda g, w, input_shape, isa: operators().conv3x3_grad_input(g, w, isa),
+    grad_weight=lambda x, g, w, isa: operators().conv3x3_grad_weight(x, g, w.shape[1], isa))
 
 
 def takes(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> bool:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .autograd import ConvKernels, KernelConv, as_pair, plain_pytorch_wanted
+from .autograd import ConvKernels, KernelConv, as_pair, operators, plain_pytorch_wanted
 
 DEPTHWISE, PAIRS = "depthwise", "pairs"
 
@@ -29,19 +29,15 @@ def transfer_kind(x: torch.Tensor, weight: torch.Tensor, stride=1, padding=0, di
     return None
 
 
-def _ops():
-    return torch.ops.mgiad_kernels
-
-
 KERNELS = {
     DEPTHWISE: ConvKernels(
-        forward=lambda x, w, isa: _ops().dw3x3s2_forward(x, w, isa),
-        grad_input=lambda g, w, input_shape, isa: _ops().dw3x3s2_grad_input(g, w, list(input_shape), isa),
-        grad_weight=lambda x, g, w, isa: _ops().dw3x3s2_grad_weight(x, g, isa)),
+        forward=lambda x, w, isa: operators().dw3x3s2_forward(x, w, isa),
+        grad_input=lambda g, w, input_shape, isa: operators().dw3x3s2_grad_input(g, w, list(input_shape), isa),
+        grad_weight=lambda x, g, w, isa: operators().dw3x3s2_grad_weight(x, g, isa)),
     PAIRS: ConvKernels(
-        forward=lambda x, w, isa: _ops().pair1x1_forward(x, w, isa),
-        grad_input=lambda g, w, input_shape, isa: _ops().pair1x1_grad_input(g, w, isa),
-        grad_weight=lambda x, g, w, isa: _ops().pair1x1_grad_weight(x, g, w.shape[1], isa)),
+        forward=lambda x, w, isa: operators().pair1x1_forward(x, w, isa),
+        grad_input=lambda g, w, input_shape, isa: operators().pair1x1_grad_input(g, w, isa),
+        grad_weight=lambda x, g, w, isa: operators().pair1x1_grad_weight(x, g, w.shape[1], isa)),
 }
 
 
