@@ -114,6 +114,33 @@ def test_one_gradient_only(isa):
 
 
 @needs_compiler
+def test_conv2d_without_autograd_runs_the_kernel_of_each_call(monkeypatch):
+    """kernels.conv2d / conv2d_backward (the fast path's) pick the kernel that computes the call; the
+    values alone cannot show it, since PyTorch computes the same."""
+    from mgiad.kernels import functional, grouped_conv
+    x16 = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    x32 = torch.randn(2, 32, 6, 6).contiguous(memory_format=torch.channels_last)
+    cases = [  # (x, weight shape, stride, padding, groups, the kernels expected)
+        (x16, (16, 4, 3, 3), 1, 1, 4, grouped_conv.GROUPED_3X3),
+        (x16, (16, 16, 3, 3), 1, 1, 1, grouped_conv.GROUPED_3X3),       # dense 16 channels: one group
+        (x16, (32, 1, 3, 3), 2, 1, 16, transfers.KERNELS[transfers.DEPTHWISE]),
+        (x32, (16, 2, 1, 1), 1, 0, 16, transfers.KERNELS[transfers.PAIRS]),
+        (x16, (32, 1, 1, 1), 1, 0, 16, transfers.KERNELS[transfers.PAIRS]),
+        (x16, (16, 4, 3, 3), 2, 1, 4, None),                           # stride 2: PyTorch
+        (x32, (32, 32, 3, 3), 1, 1, 1, None),                          # group of 32: PyTorch
+        (x16, (16, 16, 1, 1), 1, 0, 1, None),
+    ]
+    for x, shape, stride, padding, groups, expected in cases:
+        weight = torch.randn(shape)
+        args = ((stride, stride), (padding, padding), (1, 1), groups)
+        assert functional.kernels_for(x, weight, *args) is expected, (shape, stride, groups)
+        torch.testing.assert_close(kernels.conv2d(x, weight, *args), F.conv2d(x, weight, None, *args),
+                                   rtol=1e-4, atol=1e-4)
+    monkeypatch.setenv("MGIAD_KERNELS", "0")
+    assert functional.kernels_for(x16, torch.randn(16, 4, 3, 3), (1, 1), (1, 1), (1, 1), 4) is None
+
+
+@needs_compiler
 def test_operators_check_their_arguments():
     x, weight, _ = _depthwise_case(1, 8, 4, 4, 2, channels_last=False)
     with pytest.raises(RuntimeError, match="channels_last"):
