@@ -303,10 +303,14 @@ class Group(Configuration):
     """The runs of one configuration at one budget and number of epochs: ``runs`` finished (one
     per seed), ``running`` in progress; ``duplicates``: (dropped, kept) run pairs."""
 
-    recipe: dict[str, Any] = field(default_factory=dict)  # the dataset's recipe (the paper's, or the preset's)
     runs: list[Run] = field(default_factory=list)
     running: list[Run] = field(default_factory=list)
     duplicates: list[tuple[Run, Run]] = field(default_factory=list)
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The dataset's recipe (the paper's, or the preset's)."""
+        return _recipe(self.dataset)
 
     @property
     def paper_dataset(self) -> bool:
@@ -461,8 +465,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     for run in kept:
         i = _info(run)
         if i.group_key not in groups:
-            configuration = {f.name: getattr(i, f.name) for f in fields(Configuration)}
-            groups[i.group_key] = Group(**configuration, recipe=_recipe(i.dataset))
+            groups[i.group_key] = Group(**{f.name: getattr(i, f.name) for f in fields(Configuration)})
         (groups[i.group_key].runs if run.finished else groups[i.group_key].running).append(run)
     for lost, chosen in dropped:
         groups[_info(chosen).group_key].duplicates.append((lost, chosen))
