@@ -332,6 +332,8 @@ class Trainer:
         self.runtime = runtime = setup_runtime(config.device)
         cuda = runtime.device.type == "cuda"
         self.amp = cuda if config.amp is None else config.amp
+        if cuda and not self.amp:  # float32 as asked: cuDNN would run convolutions in TF32
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         self.channels_last = cuda if config.channels_last is None else config.channels_last
         self.show_progress = runtime.is_main and (sys.stderr.isatty() if config.progress is None
                                                   else config.progress)
@@ -398,6 +400,9 @@ class Trainer:
                 f"{self.flops.gflops:.3f} GFLOPs) on {info.name}, {plural(config.epochs, 'epoch')}, batch "
                 f"{config.batch_size}{f' ({runtime.world_size} ranks)' if runtime.distributed else ''}"
                 f", device {runtime.device}"
+                + (f" ({torch.cuda.get_device_name(runtime.device)}, "
+                   f"{'bf16 autocast' if self.amp else 'float32, TF32 off'})"
+                   if runtime.device.type == "cuda" else "")
                 + ("" if checkpoint is None else f", resuming at epoch {self.epoch + 1}"
                    if self.epoch < config.epochs else ", already finished: nothing to train "
                    "(extend it with --epochs N)"))
@@ -496,6 +501,8 @@ class Trainer:
                    "train_seconds": sum(h["seconds"] for h in self.history),
                    "images_per_s": sum(h["images_per_s"] for h in self.history) / len(self.history),
                    "machine": platform.machine(), "device": runtime.device.type,
+                   **({"device_name": torch.cuda.get_device_name(runtime.device)}
+                      if runtime.device.type == "cuda" else {}),
                    "world_size": runtime.world_size, "run_dir": str(out)}
         if runtime.is_main:
             write_json_atomic(summary, out / "summary.json")

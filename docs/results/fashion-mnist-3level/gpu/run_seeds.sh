@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Table 2's 3-level runs of seeds 1-2 on a lent GPU, as run by session 7 (2026-11-26) through the
+# `device` tool: one `mgiad reproduce --shard i/15` process per run, all at once, for at most
+# DEADLINE seconds; then each is stopped at a step boundary (SIGTERM: it saves last.pt) and the run
+# folders come back as $OUT/runs.tgz, for `mgiad reproduce` on a CPU to finish where needed.
+# Needs: the Fashion-MNIST files in .gpu-data/ (a copy of ../shared/data), $OUT, SHARDS.
+set -u
+start=$SECONDS
+DEADLINE=${DEADLINE:-510}
+DEVICE=${DEVICE:-cuda}
+SHARDS=${SHARDS:-"5 6 9 10 11 12 13 14"}  # 0-4: seed 0, done; 7, 8: seed 1 of g_s=4, 8 on the CPU
+RESULTS=docs/results/fashion-mnist-3level
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MGIAD_KERNELS=0
+[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, 'python', __import__('sys').version.split()[0])"
+# the runs record data_dir ../shared/data: give it the same name here
+DATA=../shared/data
+if [ ! -e $DATA ]; then mkdir -p ../shared && ln -s "$PWD/.gpu-data" $DATA || DATA=.gpu-data; fi
+# MPS lets the processes' small kernels run side by side instead of time-slicing the GPU
+if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+  if nvidia-cuda-mps-control -d && timeout 60 python3 -c "import torch; torch.ones(1, device='cuda').sum().item()"
+  then echo "MPS: on"
+  else echo quit | nvidia-cuda-mps-control; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; echo "MPS: off"
+  fi
+fi
+if [ -z "${SKIP_CHECK:-}" ]; then timeout 150 python3 $RESULTS/gpu/check_cuda.py $DEVICE; check=$?; else check=0; fi
+RUN=(python3 -m mgiad)
+if [ $check != 0 ]; then  # fast path failed here (rc $check): train through the reference path
+  echo "check_cuda rc=$check: impl='fast' disabled, the reference path trains"
+  RUN=(python3 -c "import sys, mgiad.fast as f; f.applies = lambda *a: False
+f.batch_norm_relu = lambda *a: None
+from mgiad.cli import main; sys.exit(main(sys.argv[1:]))")
+fi
+mkdir -p /tmp/shard-logs
+pids=()
+for i in $SHARDS; do
+  "${RUN[@]}" reproduce --table 2 --levels 3 --dataset fashion-mnist --data-dir $DATA --epochs 30 \
+    --seeds 3 --runs $RESULTS/runs --device $DEVICE --no-amp --channels-last --no-progress \
+    --shard $i/15 > /tmp/shard-logs/shard-$i.log 2>&1 &
+  pids+=($!)
+done
+echo "$(( SECONDS - start )) s: ${#pids[@]} runs started"
+running() { local p; for p in "${pids[@]}"; do kill -0 $p 2>/dev/null && echo $p; done; }
+while [ $(( SECONDS - start )) -lt $DEADLINE ] && [ -n "$(running)" ]; do sleep 5; done
+echo "$(( SECONDS - start )) s: stopping $(running | wc -l) runs at a step boundary"
+kill -TERM $(running) 2>/dev/null
+for _ in $(seq 60); do [ -z "$(running)" ] && break; sleep 1; done
+kill -KILL $(running) 2>/dev/null
+[ "$DEVICE" = cuda ] && [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
+for d in $RESULTS/runs/table2/*-s[12]; do
+  echo "$(basename $d): $(cat $d/metrics.jsonl 2>/dev/null | wc -l) epochs; $(tail -c 300 $d/metrics.jsonl 2>/dev/null | tail -1 | cut -c1-160)"
+done
+tail -n 3 /tmp/shard-logs/*.log
+cp -r /tmp/shard-logs $RESULTS/runs/table2/gpu-shard-logs
+tar czf $OUT/runs.tgz $RESULTS/runs/table2/gpu-shard-logs $(ls -d $RESULTS/runs/table2/*-s[12])
+echo "$(( SECONDS - start )) s: done, $(du -h $OUT/runs.tgz | cut -f1) back"
