@@ -166,6 +166,38 @@ def test_budgets_are_never_mixed_and_the_paper_is_beside_ours(tmp_path):
     assert "1 directory naming no known model or dataset skipped" in text and "unreadable" in text
 
 
+def test_speeds_of_seeds_on_different_devices_are_never_averaged(tmp_path):
+    runs = tmp_path / "runs"
+    full = {"tag": "paper", "overrides": {}}
+    _fake_run(runs, "fm-gs8-paper-s0", "table2", "fashion-mnist", "mgiad", FM3_GS8, 400, 93.0,
+              97.0, full, GS8, 0, summary={"images_per_s": 400.0})
+    for seed, speed in ((1, 9000.0), (2, 11000.0)):
+        _fake_run(runs, f"fm-gs8-paper-s{seed}", "table2", "fashion-mnist", "mgiad", FM3_GS8, 400,
+                  93.5, 97.0, full, GS8, seed, summary={
+                      "images_per_s": speed, "device": "cuda", "device_name": "NVIDIA H200"})
+    _fake_run(runs, "fm-gs4-paper-s0", "table2", "fashion-mnist", "mgiad",
+              {**FM3_GS8, "group_size": 4}, 400, 92.8, 97.0, full, "MGiaD 16-32-64 c_K=16 g_s=4",
+              summary={"images_per_s": 300.0})
+    out = tmp_path / "report"
+    report.write_report(runs, out, figures=False, log=lambda *a: None)
+    rows = {r["g_s"]: r for r in _csv(out / "table2-fashion-mnist.csv")}
+    assert rows["8"]["images_per_s"] == ""           # no mean over a CPU and a GPU
+    assert rows["8"]["images_per_s_by_device"] == "NVIDIA H200 10000; cpu 400"
+    assert rows["8"]["device"] == "NVIDIA H200,cpu" and rows["8"]["seeds"] == "3"
+    assert float(rows["4"]["images_per_s"]) == 300.0 and rows["4"]["device"] == "cpu"
+    md = (out / "table2-fashion-mnist.md").read_text()
+    assert "| NVIDIA H200 10000; cpu 400 |" in md and "| 300 |" in md
+    # the figure's speed axis holds one device: the one every row has (g_s=4 ran on the CPU only)
+    from mgiad.report_figures import _throughput
+    table = [report.summarize_group(g) for g in report.group_runs(report.load_runs([runs])[0])]
+    by_gs = {r["g_s"]: r for r in table}
+    speeds, device = _throughput([by_gs[8], by_gs[4]])
+    assert (speeds, device) == ([400.0, 300.0], "cpu")
+    gpu = {**by_gs[4], "speeds": {"NVIDIA H200": 8000.0, "cpu": 300.0},
+           "speed_runs": {"NVIDIA H200": 1, "cpu": 1}}
+    assert _throughput([by_gs[8], gpu]) == ([10000.0, 8000.0], "NVIDIA H200")  # 3 runs vs 2
+
+
 @pytest.fixture
 def mixed_runs(tmp_path):
     """Runs as they pile up: a truncated "paper" run of 30 epochs with a duplicate of a seed, a

@@ -551,7 +551,7 @@ def summarize_group(group: Group) -> dict[str, Any]:
         kind = "running" if train is not None else None
     running, _ = mean_std([v for v in map(_running_of, group.runs) if v is not None])
     best, best_std = mean_std(group.values("best_test_acc"))
-    speed, _ = mean_std(group.values("images_per_s"))
+    speeds = _speeds_by_device(group.runs)
     wall, _ = mean_std(group.values("wall_seconds"))
     flops = group.runs[0].summary.get("flops")
     result.update({
@@ -564,13 +564,32 @@ def summarize_group(group: Group) -> dict[str, Any]:
         "train_acc_diff": _diff(train, result["paper_train_acc"]) if evals else None,
         "train_running_acc": running,
         "best_test_acc": best, "best_test_acc_std": best_std,
-        "images_per_s": speed, "wall_seconds": wall,
-        "device": ",".join(sorted({str(r.summary.get("device", "?")) for r in group.runs})),
+        "speeds": {d: sum(v) / len(v) for d, v in speeds.items()},
+        "speed_runs": {d: len(v) for d, v in speeds.items()},
+        "wall_seconds": wall, "device": ",".join(speeds) or "?",
         "duplicates": " ".join(str(lost.directory) for lost, chosen in group.duplicates
                                if chosen.finished),
         "runs": " ".join(str(r.directory) for r in group.runs),
     })
+    mean = result["speeds"]
+    result["images_per_s"] = next(iter(mean.values())) if len(mean) == 1 else None
+    result["images_per_s_by_device"] = "; ".join(f"{d} {v:.0f}" for d, v in mean.items())
     return result
+
+
+def _device(run: Run) -> str:
+    """Where a run finished: the GPU's name where the summary records one, else cpu/cuda."""
+    return str(run.summary.get("device_name") or run.summary.get("device", "?"))
+
+
+def _speeds_by_device(runs: list[Run]) -> dict[str, list[float]]:
+    """Training img/s of the runs per device: seeds that ran on a CPU and on a GPU are never
+    averaged together."""
+    by_device: dict[str, list[float]] = {}
+    for run in runs:
+        if run.summary.get("images_per_s") is not None:
+            by_device.setdefault(_device(run), []).append(run.summary["images_per_s"])
+    return dict(sorted(by_device.items()))
 
 
 def run_status(run: Run, target: int) -> str:
@@ -637,7 +656,7 @@ CSV_FIELDS = ["experiment", "dataset", "label", "status", "model", "architecture
               "paper_test_acc", "paper_test_acc_std", "test_acc_diff", "train_acc",
               "train_acc_std", "train_acc_kind", "paper_train_acc", "train_acc_diff",
               "train_running_acc", "best_test_acc", "best_test_acc_std", "images_per_s",
-              "wall_seconds", "device", "paper_row", "note", "duplicates", "runs"]
+              "images_per_s_by_device", "wall_seconds", "device", "paper_row", "note", "duplicates", "runs"]
 
 
 def _f(value: Any, fmt: str = ".2f", empty: str = "–") -> str:
@@ -748,7 +767,8 @@ def markdown_table(title: str, rows: list[dict[str, Any]], columns: tuple[str, .
             _acc(r["test_acc"], r["test_acc_std"]),
             _acc(r["paper_test_acc"], r["paper_test_acc_std"]), _f(r["test_acc_diff"], "+.2f"),
             train, _f(r["paper_train_acc"]), _f(r["train_acc_diff"], "+.2f"),
-            _f(r["images_per_s"], ",.0f")]
+            _f(r["images_per_s"], ",.0f") if r["images_per_s"] is not None
+            else _md(r.get("images_per_s_by_device") or "–")]
         lines.append("| " + " | ".join(cells[i] for i in keep) + " |")
     lines.append("")
     if rows:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -177,6 +178,20 @@ def plot_accuracy(title: str, subtitle: str, rows: list[dict[str, Any]], path: P
     return _save(accuracy_figure(title, subtitle, rows), path)
 
 
+def _throughput(rows: list[dict[str, Any]]) -> tuple[list[Any], str]:
+    """Each row's training images/s for the speed panel and the device they were measured on:
+    where seeds ran on several devices, the one device every row has (of those, the one with the
+    most runs), so that CPU and GPU speeds never share the axis."""
+    counts: Counter = Counter()
+    for r in rows:
+        counts.update(r.get("speed_runs") or {})
+    for device, _ in counts.most_common():
+        if all(device in (r.get("speeds") or {}) for r in rows):
+            return [r["speeds"][device] for r in rows], device
+    return ([r.get("images_per_s") for r in rows],
+            ", ".join(sorted({str(r.get("device", "?")) for r in rows})))
+
+
 def accuracy_figure(title: str, subtitle: str, rows: list[dict[str, Any]]):
     """Test accuracy against weights (log) and against measured training images/s (log).
 
@@ -200,11 +215,13 @@ def accuracy_figure(title: str, subtitle: str, rows: list[dict[str, Any]]):
     highs: dict[Any, list[float]] = {ax_w: [], ax_t: []}
     xs: dict[Any, list[float]] = {ax_w: [], ax_t: []}
     notes: list[tuple[Any, float, float, str, Any]] = []   # point labels, placed at the end
+    speeds, devices = _throughput(rows)
+    rows = [{**r, "throughput": v} for r, v in zip(rows, speeds)]
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         series.setdefault((r["family"], r["budget"]), []).append(r)
     for (fam, budget), members in series.items():
-        for ax, xkey in ((ax_w, "weights"), (ax_t, "images_per_s")):
+        for ax, xkey in ((ax_w, "weights"), (ax_t, "throughput")):
             pts = sorted((r for r in members if r.get(xkey) and r["test_acc"] is not None),
                          key=lambda r: r[xkey])
             if not pts:
@@ -245,7 +262,6 @@ def accuracy_figure(title: str, subtitle: str, rows: list[dict[str, Any]]):
         labels.append("paper (hollow)")
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8,
                frameon=False)
-    devices = ", ".join(sorted({str(r.get("device", "?")) for r in rows}))
     ax_w.set(xlabel="weights (log scale)", ylabel="test accuracy (%)",
              title="test accuracy vs weights (bars: std over seeds)")
     ax_t.set(xlabel=f"training throughput, images/s on {devices} (log scale)",
