@@ -363,7 +363,8 @@ def _add_train(sub) -> None:
                    help="continue the run in RUN (a run directory or its last.pt; default: --out)")
     e.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on for CUDA, where it is ~2x faster; off on CPU; "
-                   "mgiad reproduce trains in float32 as the paper)")
+                   "--no-amp on CUDA is strict float32, TF32 off; mgiad reproduce trains in "
+                   "float32 as the paper)")
     e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CUDA)")
     e.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")

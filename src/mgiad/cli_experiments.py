@@ -92,8 +92,8 @@ def add_reproduce(sub) -> None:
     e.add_argument("--device", default=None, help="'auto' (default), 'cpu', 'cuda'")
     e.add_argument("--workers", type=int, default=None, help="data-loading processes (ImageNet)")
     e.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: off, float32 as the paper states no mixed "
-                   "precision)")
+                   help="bf16 autocast (default: off: float32, with TF32 off on CUDA, as the paper "
+                   "states no mixed precision)")
     e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CUDA)")
     e.add_argument("--compile", action="store_true", default=None, help="torch.compile each model")

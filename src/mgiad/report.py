@@ -566,7 +566,7 @@ def summarize_group(group: Group) -> dict[str, Any]:
         "best_test_acc": best, "best_test_acc_std": best_std,
         "speeds": {d: sum(v) / len(v) for d, v in speeds.items()},
         "speed_runs": {d: len(v) for d, v in speeds.items()},
-        "wall_seconds": wall, "device": ",".join(speeds) or "?",
+        "wall_seconds": wall, "device": ",".join(sorted({_device(r) for r in group.runs})),
         "duplicates": " ".join(str(lost.directory) for lost, chosen in group.duplicates
                                if chosen.finished),
         "runs": " ".join(str(r.directory) for r in group.runs),
