@@ -441,12 +441,13 @@ def _info(run: Run) -> _Info:
                  info.get("note", ""), seed=run.seed)
 
 
-def deduplicate(runs: list[Run]) -> tuple[list[Run], list[tuple[Run, Run]]]:
+def deduplicate(runs: list[Run], info=_info) -> tuple[list[Run], list[tuple[Run, Run]]]:
     """One run per (experiment, dataset, configuration, budget, epochs, seed): the finished one,
-    else the one with the most epochs, then the newest; the others as (dropped, kept) pairs."""
+    else the one with the most epochs, then the newest; the others as (dropped, kept) pairs.
+    ``info``: a run's :class:`_Info` (:func:`group_runs` passes the ones it computed)."""
     by_identity: dict[tuple, list[Run]] = {}
     for run in runs:
-        by_identity.setdefault(_info(run).identity, []).append(run)
+        by_identity.setdefault(info(run).identity, []).append(run)
     kept, dropped = [], []
     for members in by_identity.values():
         members = sorted(members, key=lambda r: (r.finished, r.epochs_done, r.updated,
@@ -460,15 +461,16 @@ def group_runs(runs: list[Run]) -> list[Group]:
     """Group the runs (after :func:`deduplicate`) by (experiment, dataset, configuration,
     budget, epochs), in the experiments' order; finished and in-progress runs apart."""
     from .experiments import EXPERIMENTS
-    kept, dropped = deduplicate(runs)
+    infos = {id(run): _info(run) for run in runs}
+    kept, dropped = deduplicate(runs, lambda run: infos[id(run)])
     groups: dict[tuple, Group] = {}
     for run in kept:
-        i = _info(run)
+        i = infos[id(run)]
         if i.group_key not in groups:
             groups[i.group_key] = Group(**{f.name: getattr(i, f.name) for f in fields(Configuration)})
         (groups[i.group_key].runs if run.finished else groups[i.group_key].running).append(run)
     for lost, chosen in dropped:
-        groups[_info(chosen).group_key].duplicates.append((lost, chosen))
+        groups[infos[id(chosen)].group_key].duplicates.append((lost, chosen))
     for g in groups.values():
         g.runs.sort(key=lambda r: r.seed)
         g.running.sort(key=lambda r: r.seed)
