@@ -50,6 +50,7 @@ def test_run_directory_holds_everything(reference_run):
     assert [m["epoch"] for m in lines] == [1, 2, 3]
     assert {"train_loss", "train_running_acc", "test_loss", "test_acc", "lr", "seconds",
             "images_per_s"} <= set(lines[0])
+    assert all(m["device"] == "cpu" for m in lines)  # where each epoch ran
     assert lines[0]["lr"] == pytest.approx(0.05) and lines[1]["lr"] < lines[0]["lr"]
     saved = json.loads((out / "summary.json").read_text())
     assert saved["best_test_acc"] == max(m["test_acc"] for m in lines)

@@ -334,6 +334,8 @@ class Trainer:
         self.amp = cuda if config.amp is None else config.amp
         if cuda and not self.amp:  # float32 as asked: cuDNN would run convolutions in TF32
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        # recorded with every epoch: a run resumed elsewhere says which epochs ran where
+        self.device_name = torch.cuda.get_device_name(runtime.device) if cuda else "cpu"
         self.channels_last = cuda if config.channels_last is None else config.channels_last
         self.show_progress = runtime.is_main and (sys.stderr.isatty() if config.progress is None
                                                   else config.progress)
@@ -400,7 +402,7 @@ class Trainer:
                 f"{self.flops.gflops:.3f} GFLOPs) on {info.name}, {plural(config.epochs, 'epoch')}, batch "
                 f"{config.batch_size}{f' ({runtime.world_size} ranks)' if runtime.distributed else ''}"
                 f", device {runtime.device}"
-                + (f" ({torch.cuda.get_device_name(runtime.device)}, "
+                + (f" ({self.device_name}, "
                    f"{'bf16 autocast' if self.amp else 'float32, TF32 off'})"
                    if runtime.device.type == "cuda" else "")
                 + ("" if checkpoint is None else f", resuming at epoch {self.epoch + 1}"
@@ -501,8 +503,7 @@ class Trainer:
                    "train_seconds": sum(h["seconds"] for h in self.history),
                    "images_per_s": sum(h["images_per_s"] for h in self.history) / len(self.history),
                    "machine": platform.machine(), "device": runtime.device.type,
-                   **({"device_name": torch.cuda.get_device_name(runtime.device)}
-                      if runtime.device.type == "cuda" else {}),
+                   **({"device_name": self.device_name} if runtime.device.type == "cuda" else {}),
                    "world_size": runtime.world_size, "run_dir": str(out)}
         if runtime.is_main:
             write_json_atomic(summary, out / "summary.json")
@@ -594,7 +595,8 @@ class Trainer:
                    "train_running_acc": 100.0 * correct / max(seen, 1),
                    "test_loss": test["loss"], "test_acc": test["acc"], "seconds": p["seconds"],
                    "images_per_s": seen / max(p["seconds"], 1e-9),
-                   "elapsed": previous + p["seconds"] + test["seconds"]}
+                   "elapsed": previous + p["seconds"] + test["seconds"],
+                   "device": self.device_name}
         self.progress.eval_fraction = test["seconds"] / max(p["seconds"], 1e-9)
         self.history.append(metrics)
         improved = metrics["test_acc"] > self.best_acc
