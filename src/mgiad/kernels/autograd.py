@@ -6,6 +6,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import runtime
+
 
 class ConvKernels(NamedTuple):
     """One kind of convolution's C++ operators (NHWC tensors, ``isa`` from :mod:`.runtime`)."""
@@ -25,6 +27,12 @@ def plain_pytorch_wanted() -> bool:
     from torch.utils._python_dispatch import _get_current_dispatch_mode
     return (torch.jit.is_tracing() or torch.compiler.is_compiling()
             or torch.is_autocast_enabled("cpu") or _get_current_dispatch_mode() is not None)
+
+
+def may_run() -> bool:
+    """The kernels may run this call now: they are built and enabled here, and nothing wants
+    plain PyTorch (:func:`plain_pytorch_wanted`)."""
+    return not plain_pytorch_wanted() and runtime.available()
 
 
 def like(out: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,7 @@ use them. :mod:`mgiad.fast` calls them from its autograd functions (no autograd 
 import torch
 from torch import Tensor
 
-from . import runtime
-from .autograd import plain_pytorch_wanted
+from .autograd import may_run
 
 
 def applies(*maps: Tensor) -> bool:
@@ -19,7 +18,7 @@ def applies(*maps: Tensor) -> bool:
     return (first.dim() == 4 and first.numel() > first.shape[1]
             and all(m.shape == first.shape and m.dtype == torch.float32 and m.device.type == "cpu"
                     and m.is_contiguous(memory_format=torch.channels_last) for m in maps)
-            and not plain_pytorch_wanted() and runtime.available())
+            and may_run())
 
 
 def residual_stats(f: Tensor, A_u: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .autograd import ConvKernels, KernelConv, as_pair, operators, plain_pytorch_wanted
+from .autograd import ConvKernels, KernelConv, as_pair, may_run, operators
 
 GROUP_SIZES = (2, 4, 8, 16)
 
@@ -32,6 +32,6 @@ def takes(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, grou
 def grouped_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``F.conv2d(x, weight, padding=1, groups=x.shape[1] // weight.shape[1])``, by the C++ kernels
     when they apply (CPU float32, weight [C, g, 3, 3] with g in 2, 4, 8, 16) and are available."""
-    if kernel_applies(x, weight) and not plain_pytorch_wanted() and runtime.available():
+    if kernel_applies(x, weight) and may_run():
         return KernelConv.apply(x, weight, GROUPED_3X3, runtime.isa())
     return F.conv2d(x, weight, padding=1, groups=x.shape[1] // weight.shape[1])

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .autograd import ConvKernels, KernelConv, as_pair, operators, plain_pytorch_wanted
+from .autograd import ConvKernels, KernelConv, as_pair, may_run, operators
 
 DEPTHWISE, PAIRS = "depthwise", "pairs"
 
@@ -45,6 +45,6 @@ def transfer_conv(x, weight, stride=1, padding=0, dilation=1, groups=1):
     """``F.conv2d(x, weight, None, stride, padding, dilation, groups)`` with autograd: the kernels for
     the transfer shapes (:func:`transfer_kind`) when available, ``F.conv2d`` elsewhere."""
     kind = transfer_kind(x, weight, stride, padding, dilation, groups)
-    if kind is not None and not plain_pytorch_wanted() and runtime.available():
+    if kind is not None and may_run():
         return KernelConv.apply(x, weight, KERNELS[kind], runtime.isa())
     return F.conv2d(x, weight, None, stride, padding, dilation, groups)
