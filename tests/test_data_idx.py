@@ -10,6 +10,7 @@ from mgiad.data import DatasetError, build_loaders
 from mgiad.data.download import MD5
 from mgiad.data.idx import load_fashion_mnist, read_idx
 from mgiad.data.synthetic import write_fashion_mnist, write_idx_gz
+from train_helpers import DATA_DIR
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +20,7 @@ def small_synthetic_files(monkeypatch):
     monkeypatch.setenv("MGIAD_VERIFY_DATA", "0")
 
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
+REAL = DATA_DIR / "fashion-mnist"
 
 
 @pytest.mark.parametrize("sub", [".", "fashion-mnist", "FashionMNIST/raw"])
@@ -76,7 +77,7 @@ def test_fashion_mnist_augments_when_asked(tmp_path):
 
 def test_train_cli_augment_flags_override_the_dataset_default():
     from mgiad.cli import build_parser
-    from mgiad.cli import _train_config
+    from mgiad.cli.train import _train_config
     from mgiad.train import resolve_config
     parser = build_parser()
     for argv, expected in ((["train", "--dataset", "fashion-mnist"], False),

@@ -6,8 +6,9 @@ import pytest
 
 from mgiad.data import DatasetError, build_loaders
 from mgiad.data.synthetic import write_fashion_mnist
+from train_helpers import DATA_DIR
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
+REAL = DATA_DIR / "fashion-mnist"
 NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
          "t10k-labels-idx1-ubyte.gz")
 

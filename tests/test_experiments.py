@@ -9,7 +9,8 @@ import torch
 
 from mgiad import experiments as ex
 from mgiad import paper
-from mgiad import train as train_mod
+from mgiad import training as train_mod
+from mgiad.training import trainer as trainer_mod
 from mgiad.checkpoint import load_checkpoint
 from mgiad.cli import main
 
@@ -96,18 +97,18 @@ def test_killed_run_resumes_and_failure_does_not_stop_the_grid(tmp_path, monkeyp
     specs = ex.plan(one, seeds=1, budget=BUDGET) + ex.plan(
         ex.Experiment("tiny", "", (broken,)), seeds=1, budget=BUDGET)
     calls = {"n": 0}
-    real = train_mod._stop_requested
+    real = trainer_mod.stop_requested
 
     def stop_once(stop, runtime):  # Ctrl-C in the middle of the first run's epoch
         calls["n"] += 1
         return calls["n"] == 11 or real(stop, runtime)  # checked after every step
-    monkeypatch.setattr(train_mod, "_stop_requested", stop_once)
+    monkeypatch.setattr(trainer_mod, "stop_requested", stop_once)
     with pytest.raises(KeyboardInterrupt):
         ex.run_grid(specs, tmp_path, OPTIONS, log=quiet)
     first = specs[0].directory(tmp_path)
     assert ex.run_status(first) == "partial" and ex.run_status(specs[1].directory(tmp_path)) == "new"
     assert load_checkpoint(first / "last.pt")["batch"] == 11  # mid-epoch: 11 of 22 batches
-    monkeypatch.setattr(train_mod, "_stop_requested", real)
+    monkeypatch.setattr(trainer_mod, "stop_requested", real)
 
     lines = []
     results = ex.run_grid(specs, tmp_path, OPTIONS, log=lines.append)

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import mgiad
-from mgiad import export as export_mod
+from mgiad.deploy import export as export_mod
 from mgiad.cli import main
-from mgiad.export import ExportCheckError, export_model, fuse_bn
-from mgiad.hub import MissingDependencyError
+from mgiad.deploy.export import ExportCheckError, export_model, fuse_bn
+from mgiad.utils.errors import MissingDependencyError
 from interop_helpers import one_thread, randomize_bn, write_run  # noqa: F401  (one_thread: autouse)
 
 CONFIGS = {

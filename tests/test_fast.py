@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import mgiad
-from mgiad import fast
-from mgiad.bench import parse_spec
+from mgiad.layers import fast
+from mgiad.perf.specs import parse_spec
+from mgiad.utils import malloc
 from mgiad.cli import main as cli_main
 
 # every MgNet / MGiaD configuration the model-zoo tests build, at small inputs
@@ -175,15 +176,15 @@ def test_channels_last_inputs_and_models_agree():
 
 
 def test_tune_malloc_is_idempotent():
-    first = fast.tune_malloc()
-    assert isinstance(first, bool) and fast.tune_malloc() is first and fast.malloc_tuned() is first
+    first = malloc.tune_malloc()
+    assert isinstance(first, bool) and malloc.tune_malloc() is first and malloc.malloc_tuned() is first
 
 
 _MMAP_PROBE = """
 import ctypes, os, torch
-from mgiad import fast
-from mgiad.bench import MallocPeak
-applied = fast.tune_malloc()
+from mgiad.utils import malloc
+from mgiad.perf.memory import MallocPeak
+applied = malloc.tune_malloc()
 info = MallocPeak()._mallinfo2
 before = info().hblkhd
 x = torch.empty(64 * 2**20 // 4)  # 64 MiB: glibc would mmap this
@@ -253,7 +254,7 @@ def test_bench_command_writes_ratios_against_the_first_model(tmp_path, capsys):
     assert other["weights"] == mgiad.count_parameters(mgiad.create_model(
         "mgiad", widths=[8, 16], coarse_channels=4, group_size=2))
     assert report["settings"]["batch_size"] == 4 and report["machine"]["torch"] == torch.__version__
-    assert report["settings"]["malloc_tuned"] == fast.malloc_tuned()
+    assert report["settings"]["malloc_tuned"] == malloc.malloc_tuned()
     assert "x base" in capsys.readouterr().out
 
 

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import mgiad
-from mgiad import fast, kernels
+from mgiad import kernels
+from mgiad.layers import fast
 from mgiad.kernels import batchnorm as fused
 from test_fast import CONFIGS, _batch, _close
 

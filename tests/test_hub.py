@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import mgiad
-from mgiad import hub
-from mgiad.checkpoint import CheckpointError
+from mgiad.models import _hub as hub
+from mgiad.utils.checkpoint import CheckpointError
 from interop_helpers import one_thread, randomize_bn, same_outputs, write_run  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]

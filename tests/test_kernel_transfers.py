@@ -4,6 +4,8 @@ fallbacks to PyTorch; and the models on them (impl="fast", MGIAD_KERNELS=1 again
 import copy
 
 import pytest
+
+from train_helpers import benchmark
 import torch
 import torch.nn.functional as F
 
@@ -266,7 +268,7 @@ def test_reference_model_does_not_use_the_kernels():
 
 @needs_compiler
 def test_benchmark_runs(capsys):
-    from mgiad.kernels import bench
+    bench = benchmark("kernels_bench")
 
     bench.main(["--transfers", "--shape", "dw,6,2,5,7", "--shape", "pair,6,2,4,4", "--batch", "1",
                 "--repeats", "1", "--stat", "min"])

@@ -2,6 +2,8 @@
 shapes that do not fill a vector or a register block, both instruction sets, both memory formats;
 and the fallback to PyTorch (MGIAD_KERNELS=0, shapes the kernels do not take, no compiler)."""
 import pytest
+
+from train_helpers import benchmark
 import torch
 import torch.nn.functional as F
 
@@ -151,7 +153,7 @@ def test_no_compiler_warns_once_in_one_line_and_uses_pytorch(monkeypatch):
 
 @needs_compiler
 def test_benchmark_runs(capsys):
-    from mgiad.kernels import bench
+    bench = benchmark("kernels_bench")
 
     bench.main(["--shape", "16,4,5,6", "--batch", "1", "--repeats", "1", "--stat", "min"])
     lines = capsys.readouterr().out.splitlines()

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from mgiad.cli import main as cli_main
-from mgiad.max_batch import fit_largest_batch, parse_size
+from mgiad.perf.max_batch import fit_largest_batch, parse_size
 
 MiB = 2**20
 

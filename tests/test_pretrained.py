@@ -16,15 +16,16 @@ import pytest
 import torch
 
 import mgiad
-from mgiad import pretrained
-from mgiad.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mgiad.experiments import release as pretrained
+from mgiad.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mgiad.cli import main
-from mgiad.train import TrainConfig, train
+from mgiad.training import TrainConfig, train
+from train_helpers import DATA_DIR
 from interop_helpers import one_thread  # noqa: F401  (autouse: one thread per test module)
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"   # /work/shared/data: the real Fashion-MNIST files
-PACKAGE_WEIGHTS = Path(pretrained.__file__).resolve().parent / "weights"
+DATA = DATA_DIR  # the real Fashion-MNIST files ($MGIAD_DATA_DIR, default ../shared/data)
+PACKAGE_WEIGHTS = Path(mgiad.__file__).resolve().parent / "weights"
 TINY = dict(widths=(8, 16), coarse_channels=4, group_size=2)
 NAME = "mgiad_8_16_ck4_gs2.digits_e1"
 

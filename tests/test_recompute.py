@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import mgiad
-from mgiad import recompute
+from mgiad.layers import recompute
 from mgiad.cli import add_model_arguments, model_kwargs_from_args
 from mgiad.layers import ConvBNReLU, SmoothingStep, conv
-from mgiad.memory import LiveTensorPeak
+from mgiad.perf.memory import LiveTensorPeak
 
 from test_fast import CONFIGS, _batch, _close, check_same_step
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import mgiad
-from mgiad import checkpoint as ckpt
-from mgiad import train as train_mod
-from mgiad.checkpoint import load_checkpoint
+from mgiad.utils import checkpoint as ckpt
+from mgiad.training import trainer as train_mod
+from mgiad.utils.checkpoint import load_checkpoint
 from mgiad.cli import main
-from mgiad.train import TrainConfig, TrainingDiverged, train
+from mgiad.training import TrainConfig, TrainingDiverged, train
 from train_helpers import TINY, quiet, tiny_config
 
 CLI_TINY = ["--dataset", "digits", "--batch-size", "32", "--widths", "8", "16",
@@ -240,7 +240,7 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_file(tmp_path, monkey
     with pytest.raises(OSError):
         ckpt.write_json_atomic({"new": 2}, target)
     assert json.loads(target.read_text()) == {"old": 1} and not list(tmp_path.glob(".*.tmp"))
-    from mgiad.cli import _describe_error
+    from mgiad.cli.main import _describe_error
     message = _describe_error(OSError(errno.ENOSPC, "No space left on device", str(target)))
     assert "no space left" in message and "intact" in message
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from mgiad.train import TrainConfig, train
+from train_helpers import DATA_DIR
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = DATA_DIR
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DATA / "fashion-mnist").is_dir(), reason="../shared/data/fashion-mnist absent")
+@pytest.mark.skipif(not (DATA / "fashion-mnist").is_dir(), reason="no Fashion-MNIST in $MGIAD_DATA_DIR (default ../shared/data)")
 def test_three_level_mgiad_two_epochs_reaches_85_percent(tmp_path):
     config = TrainConfig(model="mgiad", dataset="fashion-mnist", data_dir=str(DATA), epochs=2,
                          schedule="cosine",

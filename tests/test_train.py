@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 import mgiad
-from mgiad import registry
-from mgiad import train as train_mod
-from mgiad.checkpoint import load_checkpoint
+from mgiad.models import _registry as registry
+from mgiad.training import trainer as train_mod
+from mgiad.utils.checkpoint import load_checkpoint
 from mgiad.cli import main
-from mgiad.train import TrainConfig, TrainingDiverged, learning_rate, resolve_config, train
+from mgiad.training import TrainConfig, TrainingDiverged, learning_rate, resolve_config, train
 from train_helpers import TINY, quiet, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +63,15 @@ def test_run_directory_holds_everything(reference_run):
     assert saved["final_train_running_acc"] == lines[-1]["train_running_acc"]
 
 
+def test_a_run_records_mgiad_and_its_arguments_not_a_path(reference_run):
+    from mgiad.training.record import command_line
+    out, _ = reference_run
+    assert json.loads((out / "config.json").read_text())["command"][0] == "mgiad"
+    assert command_line(["/home/u/.venv/bin/mgiad", "train", "--epochs", "3"]) == [
+        "mgiad", "train", "--epochs", "3"]
+    assert command_line(["/src/mgiad/__main__.py", "eval"]) == ["mgiad", "eval"]
+
+
 def test_train_acc_is_the_final_model_in_eval_mode_on_the_plain_training_set(reference_run):
     """The paper's train column: not the running accuracy over augmented batches in train mode."""
     from mgiad.data import build_loaders
@@ -93,18 +102,18 @@ def test_same_seed_same_metrics(reference_run, tmp_path):
 def test_resume_after_interrupt_gives_the_same_weights(reference_run, tmp_path, monkeypatch):
     out, _ = reference_run
     calls = {"n": 0}
-    real = train_mod._stop_requested
+    real = train_mod.stop_requested
 
     def stop_in_epoch_two(stop, runtime):  # as if Ctrl-C arrived during the second epoch
         calls["n"] += 1
         return calls["n"] == 60 or real(stop, runtime)  # checked after every step: 45 per epoch
-    monkeypatch.setattr(train_mod, "_stop_requested", stop_in_epoch_two)
+    monkeypatch.setattr(train_mod, "stop_requested", stop_in_epoch_two)
     run = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(run), log=quiet)
     saved = load_checkpoint(run / "last.pt")
     assert saved["batch"] > 0 and saved["partial"]["seen"] > 0  # mid-epoch state, nothing lost
-    monkeypatch.setattr(train_mod, "_stop_requested", real)
+    monkeypatch.setattr(train_mod, "stop_requested", real)
     summary = train(TrainConfig(), resume=run, log=quiet)
     assert summary["epochs"] == 3
     assert_same_weights(final_weights(out), final_weights(run))

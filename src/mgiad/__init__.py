@@ -5,22 +5,23 @@
 >>> mgiad.count_parameters(model)  # paper table 1: 1,270k
 1264714
 
-Trained weights ship with the package (see :mod:`mgiad.pretrained`): ``mgiad.list_pretrained()``
-names them, ``mgiad.create_model(name, pretrained=True)`` loads one offline.
+Trained weights ship with the package: ``mgiad.list_pretrained()`` names them,
+``mgiad.create_model(name, pretrained=True)`` loads one offline, and ``mgiad.load_model(x)`` loads
+any saved model (a shipped name, a ``save_pretrained`` folder, a run directory, a checkpoint).
 """
-from . import models  # noqa: F401  (registers the architectures)
-from .counting import FlopCount, count_flops, count_parameters
-from .hub import from_pretrained
-from .registry import create_model, list_models, model_arguments, register_model
+from . import _compat
+from .models import (create_model, from_pretrained, list_models, list_pretrained, load_model,
+                     model_arguments, register_model, save_pretrained)
+from .utils.counting import FlopCount, count_flops, count_parameters
+from .version import __version__
 
-__version__ = "0.1.0"
+_compat.install()  # the module names of earlier versions (mgiad.train, mgiad.export, ...)
 
 
-def list_pretrained(pattern: str | None = None) -> list[str]:
-    """Sorted names of the pretrained models shipped with mgiad (``"<architecture>.<tag>"``),
-    optionally filtered by a shell-style pattern; see :func:`mgiad.pretrained.list_pretrained`."""
-    from .pretrained import list_pretrained as names  # imported on use: `python -m mgiad.pretrained`
-    return names(pattern)
+def __getattr__(name: str):
+    return _compat.alias(name)
+
 
 __all__ = ["create_model", "list_models", "list_pretrained", "model_arguments", "register_model",
-           "count_parameters", "count_flops", "FlopCount", "from_pretrained", "__version__"]
+           "count_parameters", "count_flops", "FlopCount", "from_pretrained", "save_pretrained",
+           "load_model", "__version__"]

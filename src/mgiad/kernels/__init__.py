@@ -7,7 +7,7 @@ stride-2 convolutions (channel multiplier 1 or 2) and 1x1 convolutions with 2 ->
 per group. Both have autograd and run on AVX-512 / AVX2 kernels where they apply, on PyTorch
 elsewhere; ``conv2d`` and ``conv2d_backward`` (no autograd) run whichever kernel applies.
 ``available()`` says whether the kernels run here; ``MGIAD_KERNELS=0`` turns them off.
-Benchmark: ``python -m mgiad.kernels.bench [--transfers]``.
+Benchmarks (outside the package): ``python benchmarks/kernels_bench.py [--transfers]``.
 """
 from .functional import conv2d, conv2d_backward
 from .grouped_conv import GROUP_SIZES, grouped_conv3x3, kernel_applies

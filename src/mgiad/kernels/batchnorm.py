@@ -3,7 +3,7 @@
 the backward of ``relu(bn(.))`` with ``-g`` for ``A(u)`` written in the same pass.
 
 All functions take channels_last float32 CPU feature maps; :func:`applies` says whether a call can
-use them. :mod:`mgiad.fast` calls them from its autograd functions (no autograd here).
+use them. :mod:`mgiad.layers.fast` calls them from its autograd functions (no autograd here).
 """
 import torch
 from torch import Tensor

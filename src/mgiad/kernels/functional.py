@@ -1,5 +1,5 @@
 """``F.conv2d`` and its backward without autograd, for the fast path's own autograd functions
-(:mod:`mgiad.fast`, :mod:`mgiad.recompute`): whichever kernel computes the call (grouped 3x3 or a
+(:mod:`mgiad.layers.fast`, :mod:`mgiad.layers.recompute`): whichever kernel computes the call (grouped 3x3 or a
 transfer), PyTorch where none does, where none is built, or where PyTorch should see the call."""
 import torch
 import torch.nn.functional as F

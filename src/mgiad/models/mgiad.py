@@ -12,9 +12,8 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from ..layers import (FASTransfer, SmoothingStep, check_divisible, check_positive_int, conv,
-                      residual, smooth)
-from ..recompute import recomputed, recomputes
-from ..registry import register_model
+                     residual, segment, smooth)
+from ._registry import register_model
 from .multigrid import ResolutionMultigrid, scale_widths
 
 
@@ -57,7 +56,7 @@ class SiC(nn.Module):
         self.pre = nn.ModuleList(SmoothingStep(channels) for _ in range(pre_smooth))
         self.post = nn.ModuleList(SmoothingStep(channels) for _ in range(post_smooth))
         self.transfer = self.coarse = self.P = None
-        self.recompute = False  # set by the model: recompute="step" (see restrict)
+        self.recompute = False  # set by the model: "step" under recompute="step"
         if not coarsest:
             half = levels[1]
             self.transfer = FASTransfer(channels, half, kernel_size=1, stride=1, groups=half)
@@ -68,31 +67,24 @@ class SiC(nn.Module):
                 self.P = nn.Sequential(self.P, nn.BatchNorm2d(channels))
 
     def forward(self, f: Tensor, u: Tensor, A_u: Tensor | None = None) -> Tensor:
-        # lines 1-2: pre-smoothing u = u + B(f - A u)
-        u, A_u = smooth(self.pre, self.A, self.B, u, f, A_u)
+        u, A_u = smooth(self.pre, self.A, self.B, u, f, A_u)          # lines 1-2: pre-smoothing
         if self.coarse is not None:                                   # line 3: kappa != K
-            step = self.recompute and recomputes(self)  # recompute="step": store f, u only
-            u = recomputed(self, f, u, A_u, fn=self.correct) if step else self.correct(f, u, A_u)
-            A_u = None
-        # lines 8-9: post-smoothing with the same A-hat, B-hat
-        return smooth(self.post, self.A, self.B, u, f, A_u)[0]
+            u, A_u = self.correct(f, u, A_u), None                    # lines 4-7
+        return smooth(self.post, self.A, self.B, u, f, A_u)[0]       # lines 8-9: post-smoothing
 
+    @segment("step")  # recompute="step": stores f, u only
     def correct(self, f: Tensor, u: Tensor, A_u: Tensor | None = None) -> Tensor:
         """Lines 4-7: the correction from channel level ``kappa + 1``."""
         u_c, f_c, A_u_c = self.restrict(f, u, A_u)                    # lines 4-5
         u_hat = self.coarse(f_c, u_c, A_u_c)                          # line 6
         return u + self.P(u_hat)                                      # line 7
 
+    @segment("step", owner=lambda self, *inputs: self.transfer, keep=2)
     def restrict(self, f: Tensor, u: Tensor, A_u: Tensor | None = None):
         """Lines 4-5: ``u_c = Pi-hat(u)``, ``f_c = R-hat(f - A-hat u) + A-hat_{k+1} u_c``; also
         returns ``A-hat_{k+1} u_c``, reused by the coarse level's first smoothing step (or
         ``None`` under ``recompute="step"``, which stores only ``f``, ``u`` for this: holding
         ``A-hat_{k+1} u_c`` through the coarse cycle would cost more memory at the peak)."""
-        if self.recompute and recomputes(self):
-            return recomputed(self.transfer, f, u, A_u, fn=self._restrict)[:2] + (None,)
-        return self._restrict(f, u, A_u)
-
-    def _restrict(self, f: Tensor, u: Tensor, A_u: Tensor | None):
         r_c = self.transfer.restrict_residual(residual(f, u, self.A, A_u))  # R-hat(f - A u)
         u_c = self.transfer.Pi(u)                                     # Pi-hat(u)
         A_u_c = self.coarse.A(u_c)                                    # + A-hat_{k+1} u_{k+1}
@@ -113,7 +105,7 @@ class MGiaD(ResolutionMultigrid):
         prolong_norm: BatchNorm after ``P-hat`` (the paper's Tiny ImageNet and ImageNet models).
         impl: ``"fast"`` (default) or ``"reference"``: how smoothing steps train (same results).
         recompute: ``False``, ``"level"`` (or ``True``) or ``"step"``: train with less memory by
-            running parts of the forward again in backward (:mod:`mgiad.recompute`).
+            running parts of the forward again in backward (:mod:`mgiad.layers.recompute`).
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",

@@ -19,7 +19,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from ..layers import Classifier, ConvBNReLU, Stem, check_divisible, check_positive_int, conv
-from ..registry import register_model
+from ._registry import register_model
 from .multigrid import ImageClassifier, init_weights, scale_widths
 from .resnet import BasicBlock
 

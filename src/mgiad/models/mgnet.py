@@ -10,7 +10,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from ..layers import SmoothingStep, check_divisible, check_positive_int, conv, smooth
-from ..registry import register_model
+from ._registry import register_model
 from .multigrid import ResolutionMultigrid, scale_widths
 
 
@@ -41,7 +41,7 @@ class MgNet(ResolutionMultigrid):
             ``None`` means fully coupled.
         impl: ``"fast"`` (default) or ``"reference"``: how smoothing steps train (same results).
         recompute: ``False``, ``"level"`` (or ``True``) or ``"step"``: train with less memory by
-            running parts of the forward again in backward (:mod:`mgiad.recompute`).
+            running parts of the forward again in backward (:mod:`mgiad.layers.recompute`).
         transfer_norm: ``True`` (default): BN + ReLU after the poolings ``R`` and ``Pi``, as the
             paper's text says of every convolution and as MGiaD's transfers are built. ``False``:
             the MgNet code of the MGiaD authors, ``u' = Pi(u)``, ``f' = R(relu(f - A u)) + A'(u')``,

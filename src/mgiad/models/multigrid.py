@@ -6,15 +6,13 @@ Algorithm 1 (MgNet) and algorithm 3 (MGiaD) differ only in the smoother used on 
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from ..recompute import check_recompute, recomputed, recomputes
 from ..layers import (Classifier, ConvBNReLU, FASTransfer, KernelConv2d, SmoothingStep, Stem,
-                      check_impl, check_positive_int, is_tracing, residual)
+                     check_impl, check_positive_int, check_recompute, residual, segment)
+from ..layers.dispatch import input_layout, zero_features
 
 
 def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
@@ -59,9 +57,9 @@ class ImageClassifier(nn.Module):
         self.head = Classifier(self.head.fc.in_features, num_classes)
 
     def save_pretrained(self, directory):
-        """Write ``config.json`` + ``model.safetensors`` to ``directory`` (see :mod:`mgiad.hub`);
+        """Write ``config.json`` + ``model.safetensors`` to ``directory`` (see :mod:`mgiad.models._hub`);
         ``mgiad.from_pretrained(directory)`` rebuilds the model."""
-        from ..hub import save_pretrained
+        from ._hub import save_pretrained
         return save_pretrained(self, directory)
 
 
@@ -72,7 +70,7 @@ class ResolutionMultigrid(ImageClassifier):
     ``smoother(f, u, A_u) -> u`` where ``A_u = A(u)`` for the given ``u``. ``impl`` picks the
     smoothing steps' implementation (:class:`~mgiad.layers.SmoothingStep`); parameters, buffers
     and results are the same for both. ``recompute`` (``False``, ``"level"``, ``"step"``; see
-    :mod:`mgiad.recompute`) stores less for backward and runs parts of the forward again.
+    :mod:`mgiad.layers.recompute`) stores less for backward and runs parts of the forward again.
     ``transfer_norm``: BN + ReLU after ``R`` and ``Pi`` (the paper's text), or none of them and a
     ReLU on ``f - A u`` before ``R`` (the authors' code; see :class:`~mgiad.layers.FASTransfer`).
     """
@@ -104,7 +102,7 @@ class ResolutionMultigrid(ImageClassifier):
         self._recompute = check_recompute(mode)
         for m in self.modules():
             if hasattr(m, "recompute") and m is not self:  # smoothing steps, SiC levels
-                m.recompute = self._recompute == "step"
+                m.recompute = "step" if self._recompute == "step" else False
         if isinstance(getattr(self, "config", None), dict):
             self.config["recompute"] = self._recompute
 
@@ -121,40 +119,35 @@ class ResolutionMultigrid(ImageClassifier):
         return self
 
     def forward_features(self, x: Tensor) -> Tensor:
-        if self.impl == "fast" and not is_tracing() and x.device.type == "cpu" and x.dim() == 4:
-            # oneDNN's grouped and strided depthwise convolutions, and the C++ kernels, run much
-            # faster in NHWC (docs/performance.md). A one-channel image is "contiguous" in both
-            # formats, and only NHWC strides make the stem's output NHWC: hence the explicit copy.
-            if not (x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last)):
-                x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
-        recompute = self.recompute if recomputes(self) else False  # see mgiad.recompute
-        step = recompute == "step"
-        f = recomputed(self.stem, x) if step else self.stem(x)
-        u = zero_features(f, expanded=step)  # algorithm 1/3 line 1: u_1 = 0, so A_1(u_1) = 0
+        """Algorithms 1 and 3: ``f_1`` from the image, ``u_1 = 0``; on each level ``l`` the
+        smoother, then the FAS restriction to level ``l + 1``."""
+        f = self.data(input_layout(self, x))
+        u = zero_features(self, f)        # line 1: u_1 = 0, so A_1(u_1) = 0
         A_u = u
-        for l, smoother in enumerate(self.smoothers):
-            u = recomputed(smoother, f, u, A_u) if recompute else smoother(f, u, A_u)
+        for l in range(len(self.smoothers)):
+            u = self.smooth(l, f, u, A_u)                             # smoothing on level l
             if l + 1 < len(self.smoothers):
-                if step:  # the first smoothing step on level l+1 computes A(u) again
-                    u, f = recomputed(self.transfers[l], u, f,
-                                      fn=functools.partial(self.restrict, l))[:2]
-                    A_u = None
-                else:
-                    u, f, A_u = self.restrict(l, u, f)
+                u, f, A_u = self.restrict(l, u, f)                    # to level l + 1
         return u
 
+    @segment("step", owner=lambda self, x: self.stem)
+    def data(self, x: Tensor) -> Tensor:
+        """``f_1``: the stem's map of the image."""
+        return self.stem(x)
+
+    @segment("level", owner=lambda self, l, *inputs: self.smoothers[l])
+    def smooth(self, l: int, f: Tensor, u: Tensor, A_u: Tensor | None) -> Tensor:
+        """The smoother of level ``l`` (``nu`` steps with ``A_l``, ``B_l``, or a SiC V-cycle)."""
+        return self.smoothers[l](f, u, A_u)
+
+    @segment("step", owner=lambda self, l, *inputs: self.transfers[l], keep=2)
     def restrict(self, l: int, u: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """FAS to level ``l + 1``, eq. (8)-(9): ``u' = Pi(u)``, ``f' = R(f - A u) + A'(u')``;
-        also returns ``A'(u')``, which the first smoothing step on level ``l + 1`` reuses."""
+        also returns ``A'(u')``, which the first smoothing step on level ``l + 1`` reuses (under
+        ``recompute="step"`` it is ``None``: computed again there)."""
         u, r = self.transfers[l](u, residual(f, u, self.smoothers[l].A))
         A_u = self.smoothers[l + 1].A(u)
         return u, r + A_u, A_u
-
-
-def zero_features(f: Tensor, expanded: bool = False) -> Tensor:
-    """``u = 0`` shaped like ``f``; ``expanded``: one stored zero, for recomputation, which
-    would otherwise keep a whole feature map of zeros for backward."""
-    return f.new_zeros(()).expand_as(f) if expanded else torch.zeros_like(f)
 
 
 def init_weights(model: nn.Module) -> None:

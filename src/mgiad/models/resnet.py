@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import Classifier, ConvBNReLU, Stem, check_positive_int
-from ..registry import register_model
+from ._registry import register_model
 from .multigrid import ImageClassifier, init_weights, scale_widths
 
 SHORTCUTS = ("A", "B")

@@ -1,0 +1,97 @@
+"""``mgiad train``: train a model, or continue a run (``--resume``)."""
+from __future__ import annotations
+
+import argparse
+
+from ..models import list_models
+from .args import add_data_arguments, add_model_arguments, model_kwargs_from_args
+
+HELP = "train a model (default: MGiaD on the bundled digits, offline, < 3 min)"
+DESCRIPTION = """\
+Train with the paper's recipe (SGD, momentum 0.9, weight decay 1e-4, batch 128, lr 0.05, cosine,
+400 epochs; Fashion-MNIST: lr x0.1 every 25 epochs; ImageNet: batch 512). Writes config.json,
+metrics.jsonl, last.pt, best.pt and summary.json to the run directory. Ctrl-C saves and exits;
+--resume continues. Under torchrun it trains with DistributedDataParallel."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="mgiad", choices=list_models(), help="architecture (default: mgiad)")
+    add_data_arguments(p, "digits")
+    r = p.add_argument_group("recipe (default: the paper's, per dataset)")
+    r.add_argument("--epochs", type=int, default=None, help="epochs (paper: 400)")
+    r.add_argument("--batch-size", type=int, default=None, help="global batch per step (paper: 128)")
+    r.add_argument("--lr", type=float, default=None, help="initial learning rate (paper: 0.05)")
+    r.add_argument("--schedule", default=None, choices=["cosine", "step", "constant"],
+                   help="learning-rate schedule (paper: cosine; Fashion-MNIST: step)")
+    r.add_argument("--step-size", type=int, default=None, help="'step': epochs between decays (25)")
+    r.add_argument("--gamma", type=float, default=None, help="'step': decay factor (0.1)")
+    r.add_argument("--warmup-epochs", type=int, default=None,
+                   help="linear learning-rate warm-up over the steps of the first N epochs "
+                   "(paper: 0; the digits default: 1, so its first epochs do not overshoot)")
+    r.add_argument("--momentum", type=float, default=None, help="SGD momentum (0.9)")
+    r.add_argument("--weight-decay", type=float, default=None, help="weight decay (1e-4)")
+    r.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (0)")
+    r.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="augment training batches (default per dataset: none for Fashion-MNIST, as "
+                   "the paper; pad-4 random crop for digits; pad-4 random crop + horizontal flip "
+                   "for CIFAR-10/100; random-resized crop + flip for Tiny ImageNet and ImageNet)")
+    r.add_argument("--seed", type=int, default=None, help="random seed (0); same seed, same run")
+    e = p.add_argument_group("execution")
+    e.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>-<time>)")
+    e.add_argument("--no-verify-data", action="store_true",
+                   help="skip the dataset checks (split sizes; Fashion-MNIST's published MD5s), "
+                   "e.g. for a deliberate subset; also MGIAD_VERIFY_DATA=0")
+    e.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
+                   help="continue the run in RUN (a run directory or its last.pt; default: --out)")
+    e.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on for CUDA, where it is ~2x faster; off on CPU; "
+                   "--no-amp on CUDA is strict float32, TF32 off; mgiad reproduce trains in "
+                   "float32 as the paper)")
+    e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for CUDA)")
+    e.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    e.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when the terminal is interactive)")
+    e.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log to <run>/tensorboard (needs the tensorboard package)")
+    add_model_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import shutdown_distributed
+    try:
+        return _train_or_resume(args)
+    finally:
+        shutdown_distributed()
+
+
+def _train_or_resume(args: argparse.Namespace) -> int:
+    from ..training import train
+    if args.resume is not None:
+        args.resume = args.resume or args.out
+        if not args.resume:
+            raise ValueError("--resume needs the run to continue: --resume runs/<name>")
+        from ..training.config import RESUME_OVERRIDES, fields_of
+        fixed = fields_of("recipe", "numerics", resumable=False)
+        given = [a for a in fixed if getattr(args, a, None) is not None]
+        given += [a for a in model_kwargs_from_args(args) if a not in ("num_classes", "in_chans")]
+        if given:
+            raise ValueError(f"--resume continues the recorded run; only "
+                             f"{', '.join('--' + o.replace('_', '-') for o in RESUME_OVERRIDES)} "
+                             f"may change (recorded in its config.json); drop "
+                             f"{', '.join('--' + g.replace('_', '-') for g in given)}")
+        overrides = {k: getattr(args, k) for k in RESUME_OVERRIDES}
+        train(_train_config(args), resume=args.resume, **overrides)
+        return 0
+    train(_train_config(args))
+    return 0
+
+
+def _train_config(args: argparse.Namespace):
+    """The TrainConfig of the flags: one flag per field, of the same name (``--no-verify-data``
+    for ``verify_data``; the model arguments are the model's own flags)."""
+    from ..training.config import TrainConfig, fields_of
+    given = {name: getattr(args, name) for name in fields_of() if name != "model_args"
+             and getattr(args, name, None) is not None}
+    given["verify_data"] = not getattr(args, "no_verify_data", False)
+    return TrainConfig(model_args=model_kwargs_from_args(args), **given)

@@ -1,0 +1,1 @@
+"""Using a trained model elsewhere: export (ONNX, TorchScript, torch.export) and prediction."""

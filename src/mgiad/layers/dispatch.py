@@ -1,0 +1,133 @@
+"""The one place that decides how a layer computes: C++ kernels, the fast path, recomputation, or
+the reference code. Every other module states *what* it computes (the paper's algorithms) and
+calls here; the implementations live in :mod:`.fast` (memory-lean autograd functions, fused
+BatchNorm passes), :mod:`.recompute` (run parts of the forward again in backward) and
+:mod:`mgiad.kernels` (C++ convolutions). Each implementation computes the same values as the
+reference code, and each is used only where it does exactly that (tests hold this).
+
+The switches a model sets on its modules (configuration, not decisions):
+
+* ``impl`` (``"fast"`` / ``"reference"``) on smoothing steps, and ``use_kernels`` on convolutions
+  and conv-BN-ReLU blocks (``impl="fast"`` sets it);
+* ``recompute`` on the model (``False``, ``"level"``, ``"step"``) and ``"step"`` / ``False`` on
+  its smoothing steps, channel levels and conv-BN-ReLU blocks.
+
+The decisions, per call: kernels only where they apply and nothing traces; the fast path only
+when training with gradients (:func:`mgiad.layers.fast.applies`); recomputation only when
+training with gradients and not tracing or compiling (:func:`mgiad.layers.recompute.recomputes`).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from . import fast, recompute
+from .checks import is_tracing
+
+__all__ = ["conv2d", "conv_bn_relu", "smoothing_step", "smooth_step", "segment", "zero_features",
+           "input_layout", "recompute_mode"]
+
+_SCOPES = {"level": ("level", "step"), "step": ("step",)}
+
+
+# -------------------------------------------------------------------------------- layers
+def conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A :class:`~mgiad.layers.conv.KernelConv2d`: the C++ kernels where they are on and apply
+    (they also step aside under compile, autocast and dispatch modes), else PyTorch's."""
+    if conv.use_kernels and conv.bias is None and conv.padding_mode == "zeros" and not is_tracing():
+        return conv.kernel_forward(x)
+    return conv.reference_forward(x)
+
+
+def conv_bn_relu(block: nn.Sequential, x: Tensor) -> Tensor:
+    """conv -> BN -> ReLU: recomputed in backward (input stored only), the fused BatchNorm-ReLU
+    passes, or the three modules one after the other."""
+    if block.recompute and recompute.recomputes(block):
+        out = recompute.conv_bn_relu(block, x)
+        if out is not None:
+            return out
+    if block.use_kernels and len(block) == 3 and not is_tracing():
+        y = block[0](x)
+        out = fast.batch_norm_relu(block[1], y)
+        return block[2](block[1](y)) if out is None else out
+    return block.reference_forward(x)
+
+
+def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
+    """One smoothing step (eq. 5) with ``A(u)`` given: the fast path (``impl="fast"``, training)
+    or the reference code."""
+    if step.impl == "fast" and not is_tracing() and fast.applies(step, B, u):
+        return fast.smoothing_step(step, u, f, A_u, B)
+    return step.reference_forward(u, f, A_u, B)
+
+
+def smooth_step(step: nn.Module, u: Tensor, f: Tensor, A: nn.Module, B: nn.Module,
+                A_u: Tensor | None = None) -> Tensor:
+    """One smoothing step with smoother ``A``, ``B``; ``A_u`` is ``A(u)`` if the caller has it.
+    Under ``recompute="step"`` only ``u``, ``f`` are stored (folded steps never recompute)."""
+    if getattr(step, "recompute", False) and recompute.recomputes(step):
+        if step.impl == "fast" and fast.plain_conv(A) and fast.applies(step, B, u):
+            return recompute.smoothing_step(step, u, f, A, B, A_u)
+        return recompute.recomputed(step, u, f, fn=functools.partial(_step_with_A, step, A, B))
+    return step(u, f, A(u) if A_u is None else A_u, B)
+
+
+def _step_with_A(step: nn.Module, A: nn.Module, B: nn.Module, u: Tensor, f: Tensor) -> Tensor:
+    return step(u, f, A(u), B)
+
+
+# -------------------------------------------------------------------------------- segments
+def recompute_mode(module: nn.Module) -> str | bool:
+    """``"level"``, ``"step"`` or ``False``: what ``module`` recomputes in this call (``False``
+    unless training with gradients, outside tracing and compiling)."""
+    mode = getattr(module, "recompute", False)
+    if not mode or not recompute.recomputes(module):
+        return False
+    return "step" if mode is True else mode
+
+
+def segment(scope: str, owner: Callable[..., nn.Module] | None = None, keep: int | None = None):
+    """Decorate a method computing one part of an algorithm: under ``recompute`` of ``scope`` or
+    finer (``"level"``, ``"step"``) the part stores only its inputs and runs again in backward.
+
+    ``owner(self, *args)``: the module whose BatchNorms the part runs (default ``self``);
+    ``keep``: only the first ``keep`` outputs are kept when recomputing, the others are ``None``
+    (an output that would cost memory to hold, such as ``A(u)`` of the coarse level).
+    """
+    modes = _SCOPES[scope]
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args):
+            if recompute_mode(self) not in modes:
+                return method(self, *args)
+            module = self if owner is None else owner(self, *args)
+            tensors = [a for a in args if isinstance(a, Tensor) or a is None]
+            fixed = args[:len(args) - len(tensors)]  # leading non-tensor arguments (a level)
+            out = recompute.recomputed(module, *tensors,
+                                       fn=functools.partial(method, self, *fixed))
+            return out if keep is None else tuple(out[:keep]) + (None,) * (len(out) - keep)
+        return run
+    return wrap
+
+
+def zero_features(model: nn.Module, f: Tensor) -> Tensor:
+    """``u = 0`` shaped like ``f``; under ``recompute="step"`` one stored zero expanded to the
+    feature map (a whole map of zeros would otherwise be kept for backward)."""
+    if recompute_mode(model) == "step":
+        return f.new_zeros(()).expand_as(f)
+    return torch.zeros_like(f)
+
+
+def input_layout(model: nn.Module, x: Tensor) -> Tensor:
+    """The input in the layout the implementation wants: NHWC for the fast path on the CPU, where
+    oneDNN's grouped and strided depthwise convolutions and the C++ kernels run much faster. A
+    one-channel image is "contiguous" in both formats, and only NHWC strides make the stem's
+    output NHWC: hence the explicit copy."""
+    if model.impl == "fast" and not is_tracing() and x.device.type == "cpu" and x.dim() == 4:
+        if not (x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last)):
+            x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+    return x

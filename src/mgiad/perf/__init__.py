@@ -1,0 +1,1 @@
+"""``mgiad bench``: speed and memory of training steps and folded inference."""
