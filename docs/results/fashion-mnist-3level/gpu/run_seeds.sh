@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Table 2's 3-level runs of seeds 1-2 on a lent GPU, as run by session 7 (2026-11-26) through the
-# `device` tool: one `mgiad reproduce --shard i/15` process per run, all at once, for at most
-# DEADLINE seconds; then each is stopped at a step boundary (SIGTERM: it saves last.pt) and the run
-# folders come back as $OUT/runs.tgz, for `mgiad reproduce` on a CPU to finish where needed.
-# Needs: the Fashion-MNIST files in .gpu-data/ (a copy of ../shared/data), $OUT, SHARDS.
+# Table 2's 3-level runs of seeds 1-2 on one GPU (one NVIDIA H200 for the committed runs): one
+# `mgiad reproduce --shard i/15` process per run, all at once, for at most DEADLINE seconds; then
+# each is stopped at a step boundary (SIGTERM: it saves last.pt) and the run folders are packed
+# into $OUT/runs.tgz, for `mgiad reproduce` on a CPU to finish where needed.
+# Needs: the Fashion-MNIST files in .gpu-data/ (a copy of the data folder), $OUT, SHARDS.
 set -u
 start=$SECONDS
 DEADLINE=${DEADLINE:-510}
