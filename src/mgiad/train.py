@@ -81,7 +81,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None        # bf16 autocast; default: on for CUDA
     channels_last: bool | None = None  # default: on for CUDA
-    compile: bool = False
+    compile: bool | str | None = None  # torch.compile: False, True ("default") or a mode name;
+                                       # default: "reduce-overhead" on one GPU (compile_mode)
     workers: int | None = None
     out: str | None = None
     progress: bool | None = None   # default: when stderr is a terminal
@@ -150,10 +151,32 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if not 0 < number("gamma") <= 1:
         raise ValueError(f"gamma (the step schedule's decay factor) must be in (0, 1], got "
                          f"{resolved.gamma!r}")
+    compile_mode(resolved.compile, "cpu")  # raises for an unknown mode
     if resolved.workers is not None and (isinstance(resolved.workers, bool) or
                                          not isinstance(resolved.workers, int) or resolved.workers < 0):
         raise ValueError(f"workers must be an integer >= 0, got {resolved.workers!r}")
     return resolved
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: bool | str | None, device_type: str, distributed: bool = False) -> str | None:
+    """The ``torch.compile`` mode that ``TrainConfig.compile`` asks for, or ``None`` for eager.
+
+    Unset (``None``): ``"reduce-overhead"`` (compiled, in CUDA graphs) for one CUDA process, the
+    fastest of the modes measured on an H200 for every model (docs/performance.md); eager on
+    the CPU and under torchrun."""
+    if value is None:
+        return "reduce-overhead" if device_type == "cuda" and not distributed else None
+    if value is False or value in ("off", "none", "false"):
+        return None
+    if value is True or value in ("true", "on"):
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ValueError(f"compile must be true, false or one of {', '.join(COMPILE_MODES)}; "
+                         f"got {value!r}")
+    return value
 
 
 # what a resumed run may change: its length and optimiser settings (e.g. a lower learning rate
@@ -334,6 +357,9 @@ class Trainer:
         self.amp = cuda if config.amp is None else config.amp
         if cuda and not self.amp:  # float32 as asked: cuDNN would run convolutions in TF32
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        if cuda:  # every step has the same shapes: let cuDNN pick each convolution's algorithm
+            torch.backends.cudnn.benchmark = True
+        self.compile_mode = compile_mode(config.compile, runtime.device.type, runtime.distributed)
         # recorded with every epoch: a run resumed elsewhere says which epochs ran where
         self.device_name = torch.cuda.get_device_name(runtime.device) if cuda else "cpu"
         self.channels_last = cuda if config.channels_last is None else config.channels_last
@@ -403,8 +429,11 @@ class Trainer:
                 f"{config.batch_size}{f' ({runtime.world_size} ranks)' if runtime.distributed else ''}"
                 f", device {runtime.device}"
                 + (f" ({self.device_name}, "
-                   f"{'bf16 autocast' if self.amp else 'float32, TF32 off'})"
-                   if runtime.device.type == "cuda" else "")
+                   f"{'bf16 autocast' if self.amp else 'float32, TF32 off'}, "
+                   + (f"torch.compile mode {self.compile_mode}: the first steps compile, about "
+                      "a minute; --compile off trains eagerly)" if self.compile_mode else "eager)")
+                   if runtime.device.type == "cuda" else
+                   f", torch.compile mode {self.compile_mode}" if self.compile_mode else "")
                 + ("" if checkpoint is None else f", resuming at epoch {self.epoch + 1}"
                    if self.epoch < config.epochs else ", already finished: nothing to train "
                    "(extend it with --epochs N)"))
@@ -442,7 +471,9 @@ class Trainer:
                 net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
             net = nn.parallel.DistributedDataParallel(
                 net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
-        return torch.compile(net) if self.config.compile else net
+        if self.compile_mode is None:
+            return net
+        return torch.compile(net, mode=self.compile_mode, dynamic=False)
 
     def _describe(self) -> dict[str, Any]:
         """config.json: the training configuration and what a model user needs (size, norm)."""
