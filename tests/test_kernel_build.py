@@ -107,3 +107,79 @@ def test_a_damaged_library_is_rebuilt_not_loaded(tmp_path, damage):
     assert build.verified(folder)
     assert json.loads((folder / "manifest.json").read_text())["size"] == (real / build.LIBRARY).stat().st_size
     assert not [p for p in tmp_path.iterdir() if ".build-" in p.name or ".stale-" in p.name]
+
+
+def test_a_build_killed_halfway_leaves_nothing_that_hangs_the_next(tmp_path):
+    """A first build killed mid-way (Ctrl-C, timeout, OOM): the next process builds and loads
+    within its timeout, never waits on what the dead one left."""
+    real, folder = _cache_with(tmp_path)
+    env = {**ROOT_ENV, "MGIAD_KERNELS_CACHE": str(tmp_path)}
+    slow = textwrap.dedent("""
+        import time
+        from pathlib import Path
+        from mgiad.kernels import build
+        def compile_forever(d):
+            (Path(d) / build.LIBRARY).write_bytes(b"half a library")
+            (Path(d) / "lock").write_text("")  # what torch's own build baton leaves
+            print("building", flush=True)
+            time.sleep(600)
+        build._compile = compile_forever
+        build.load()
+    """)
+    first = subprocess.Popen([sys.executable, "-c", slow], stdout=subprocess.PIPE, text=True, env=env)
+    assert first.stdout.readline().strip() == "building"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    quick = textwrap.dedent(f"""
+        import shutil
+        from pathlib import Path
+        from mgiad.kernels import build
+        build._compile = lambda d: shutil.copy({str(real / build.LIBRARY)!r}, Path(d) / build.LIBRARY)
+        print(build.load())
+    """)
+    out = subprocess.run([sys.executable, "-c", quick], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+    assert "waiting" not in out.stderr
+    assert build.verified(folder)
+
+
+def test_a_verified_build_loads_without_compiler_or_write_access(tmp_path):
+    real, folder = _cache_with(tmp_path)
+    shutil.copytree(real, folder)
+    tmp_path.chmod(0o555)
+    folder.chmod(0o555)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-W", "error", "-c",
+             "from mgiad.kernels import build\n"
+             "build.missing_tool = lambda: 'no C++ compiler (c++) found'\n"
+             "print(build.load())"],
+            capture_output=True, text=True, timeout=60,
+            env={**ROOT_ENV, "MGIAD_KERNELS_CACHE": str(tmp_path)})
+    finally:
+        folder.chmod(0o755)
+        tmp_path.chmod(0o755)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+
+
+@pytest.mark.parametrize("value, on", [("0", False), ("false", False), ("OFF", False), ("no", False),
+                                       ("1", True), ("yes", True), ("", True)])
+def test_kernels_switch_reads_the_usual_spellings(monkeypatch, value, on):
+    from mgiad.kernels import runtime
+    monkeypatch.setenv("MGIAD_KERNELS", value)
+    assert runtime.enabled() is on
+    if not on:
+        assert runtime.isa() == 0 and not runtime.available()
+
+
+def test_misspelt_settings_warn(monkeypatch):
+    from mgiad.kernels import runtime
+    runtime._warn_once.cache_clear()
+    monkeypatch.setenv("MGIAD_KERNELS", "maybe")
+    with pytest.warns(RuntimeWarning, match="MGIAD_KERNELS='maybe'"):
+        assert runtime.enabled()
+    monkeypatch.delenv("MGIAD_KERNELS")
+    monkeypatch.setenv("MGIAD_KERNELS_ISA", "sse2")
+    with pytest.warns(RuntimeWarning, match="MGIAD_KERNELS_ISA='sse2'"):
+        runtime.isa()

@@ -73,9 +73,15 @@ def missing_tool() -> str | None:
 @functools.cache
 def load() -> bool:
     """Builds if needed and loads the operators; False (after one warning) where that is impossible."""
-    reason = missing_tool()
-    if reason is None and hasattr(torch.ops.mgiad_kernels, "conv3x3_forward"):
+    if hasattr(torch.ops.mgiad_kernels, "conv3x3_forward"):
         return True  # loaded already (e.g. by an earlier load() whose cache was cleared)
+    if verified(build_directory()):  # a good build needs no compiler, no lock, no write access
+        try:
+            torch.ops.load_library(str(build_directory() / LIBRARY))
+            return True
+        except Exception:  # e.g. built against other libraries: rebuild below where possible
+            pass
+    reason = missing_tool()
     if reason is None:
         try:
             _build_and_load()
