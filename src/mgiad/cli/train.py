@@ -49,7 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "float32 as the paper)")
     e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CUDA)")
-    e.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    e.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
+                   help="torch.compile the model; MODE: default, reduce-overhead (with CUDA "
+                   "graphs; the default on one GPU), max-autotune, max-autotune-no-cudagraphs, "
+                   "or off (eager; the default on the CPU and under torchrun)")
     e.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when the terminal is interactive)")
     e.add_argument("--tensorboard", action="store_true", default=None,

@@ -1,6 +1,7 @@
 """Whether the kernels can run here, and with which instruction set."""
 import functools
 import os
+import warnings
 
 import torch
 
@@ -9,9 +10,21 @@ from . import build
 ISA_NAMES = {0: "none", 1: "avx2", 2: "avx512"}
 
 
+OFF, ON = ("0", "false", "off", "no"), ("", "1", "true", "on", "yes")
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
 def enabled() -> bool:
-    """False when the environment variable MGIAD_KERNELS is "0"."""
-    return os.environ.get("MGIAD_KERNELS", "1") != "0"
+    """False when the environment variable MGIAD_KERNELS is 0, false, off or no."""
+    value = os.environ.get("MGIAD_KERNELS", "1").strip().lower()
+    if value not in OFF + ON:
+        _warn_once(f"MGIAD_KERNELS={value!r} is neither on (1, true, on, yes) nor off (0, false, "
+                   "off, no); the kernels stay on")
+    return value not in OFF
 
 
 @functools.cache
@@ -21,10 +34,16 @@ def cpu_isa() -> int:
 
 
 def isa() -> int:
-    """The instruction set used: the CPU's best, capped by MGIAD_KERNELS_ISA ("avx2" or "avx512")."""
-    names = {name: level for level, name in ISA_NAMES.items()}
-    cap = names.get(os.environ.get("MGIAD_KERNELS_ISA", "avx512").lower(), 2)
-    return min(cpu_isa(), cap)
+    """The instruction set used: the CPU's best, capped by MGIAD_KERNELS_ISA ("avx2" or "avx512");
+    0 with MGIAD_KERNELS off (nothing is built then)."""
+    if not enabled():
+        return 0
+    names = {name: level for level, name in ISA_NAMES.items() if level}
+    value = os.environ.get("MGIAD_KERNELS_ISA", "avx512").strip().lower()
+    if value not in names:
+        _warn_once(f"MGIAD_KERNELS_ISA={value!r} is not one of {', '.join(names)}; using the "
+                   "CPU's best")
+    return min(cpu_isa(), names.get(value, 2))
 
 
 def available() -> bool:

@@ -17,8 +17,8 @@ from typing import Any
 from ..data import dataset_info
 from ..models import model_arguments
 
-__all__ = ["TrainConfig", "PRESETS", "SCHEDULES", "RESUME_OVERRIDES", "resolve_config", "fields_of",
-           "learning_rate", "warmup_factor"]
+__all__ = ["TrainConfig", "PRESETS", "SCHEDULES", "RESUME_OVERRIDES", "COMPILE_MODES", "resolve_config",
+           "fields_of", "compile_mode", "learning_rate", "warmup_factor"]
 
 # field metadata: what kind of setting, and whether `mgiad train --resume` may change it
 _run, _where, _where_resumable = {"kind": "run"}, {"kind": "where"}, {"kind": "where", "resume": True}
@@ -75,7 +75,9 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_where_resumable)
     amp: bool | None = field(default=None, metadata=_numerics)  # bf16 autocast; default: on for CUDA
     channels_last: bool | None = field(default=None, metadata=_numerics)  # default: on for CUDA
-    compile: bool = field(default=False, metadata=_numerics_resumable)
+    # torch.compile: False, True ("default") or a mode name; default: "reduce-overhead" on one
+    # GPU, eager elsewhere (compile_mode)
+    compile: bool | str | None = field(default=None, metadata=_numerics_resumable)
     workers: int | None = field(default=None, metadata=_where_resumable)
     out: str | None = field(default=None, metadata=_where)
     progress: bool | None = field(default=None, metadata=_where_resumable)  # default: stderr is a tty
@@ -140,6 +142,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if not 0 < number("gamma") <= 1:
         raise ValueError(f"gamma (the step schedule's decay factor) must be in (0, 1], got "
                          f"{resolved.gamma!r}")
+    compile_mode(resolved.compile, "cpu")  # raises for an unknown mode
     if resolved.workers is not None and (isinstance(resolved.workers, bool) or
                                          not isinstance(resolved.workers, int) or resolved.workers < 0):
         raise ValueError(f"workers must be an integer >= 0, got {resolved.workers!r}")
@@ -162,6 +165,27 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
     if config.schedule == "step":
         return config.lr * config.gamma ** (epoch // config.step_size)
     return config.lr
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: bool | str | None, device_type: str, distributed: bool = False) -> str | None:
+    """The ``torch.compile`` mode that ``TrainConfig.compile`` asks for, or ``None`` for eager.
+
+    Unset (``None``): ``"reduce-overhead"`` (compiled, in CUDA graphs) for one CUDA process, the
+    fastest of the modes measured on one NVIDIA H200 for every model (docs/performance.md); eager
+    on the CPU and under torchrun."""
+    if value is None:
+        return "reduce-overhead" if device_type == "cuda" and not distributed else None
+    if value is False or value in ("off", "none", "false"):
+        return None
+    if value is True or value in ("true", "on"):
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ValueError(f"compile must be true, false or one of {', '.join(COMPILE_MODES)}; "
+                         f"got {value!r}")
+    return value
 
 
 def fields_of(*kinds: str, resumable: bool | None = None, preset: bool | None = None) -> tuple[str, ...]:

@@ -83,12 +83,15 @@ def stop_requested(stop: dict, runtime: Runtime) -> bool:
     return bool(flag.item())
 
 
-def wrap(model: nn.Module, runtime: Runtime, compile: bool = False) -> nn.Module:
-    """DDP (with SyncBatchNorm on CUDA) under torchrun, then torch.compile if asked for."""
+def wrap(model: nn.Module, runtime: Runtime, compile_mode: str | None = None) -> nn.Module:
+    """DDP (with SyncBatchNorm on CUDA) under torchrun, then ``torch.compile`` in
+    ``compile_mode`` (:func:`~mgiad.training.config.compile_mode`; ``None``: eager)."""
     net = model
     if runtime.distributed:
         if runtime.device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
-    return torch.compile(net) if compile else net
+    if compile_mode is None:
+        return net
+    return torch.compile(net, mode=compile_mode, dynamic=False)

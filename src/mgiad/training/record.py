@@ -64,10 +64,14 @@ def start(trainer, resuming: bool, extended: dict | None) -> None:
     cuda = runtime.device.type == "cuda"
     ranks = f" ({runtime.world_size} ranks)" if runtime.distributed else ""
     numerics = 'bf16 autocast' if trainer.amp else 'float32, TF32 off'
+    mode = trainer.compile_mode
+    compiled = (f"torch.compile mode {mode}: the first steps compile, about a minute; --compile off "
+                "trains eagerly" if mode else "eager")
     log(f"run {out}: {config.model} ({trainer.weights:,} weights, "
         f"{trainer.flops.gflops:.3f} GFLOPs) on {trainer.info.name}, "
         f"{plural(config.epochs, 'epoch')}, batch {config.batch_size}{ranks}, device {runtime.device}"
-        + (f" ({trainer.device_name}, {numerics})" if cuda else "")
+        + (f" ({trainer.device_name}, {numerics}, {compiled})" if cuda else
+           f", torch.compile mode {mode}" if mode else "")
         + ("" if not resuming else f", resuming at epoch {trainer.epoch + 1}"
            if trainer.epoch < config.epochs else ", already finished: nothing to train "
            "(extend it with --epochs N)"))

@@ -27,7 +27,7 @@ from ..models import create_model
 from ..utils.checkpoint import save_checkpoint, write_json_atomic
 from ..utils.counting import count_flops, count_parameters
 from . import record
-from .config import TrainConfig, learning_rate, resolve_config, warmup_factor
+from .config import TrainConfig, compile_mode, learning_rate, resolve_config, warmup_factor
 from .distributed import all_reduce, average_buffers, setup_runtime, stop_requested, wrap
 from .evaluate import autocast, evaluate
 from .progress import ProgressReporter, progress_bar
@@ -64,6 +64,9 @@ class Trainer:
         self.amp = cuda if config.amp is None else config.amp
         if cuda and not self.amp:  # float32 as asked: cuDNN would run convolutions in TF32
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        if cuda:  # every step has the same shapes: let cuDNN pick each convolution's algorithm
+            torch.backends.cudnn.benchmark = True
+        self.compile_mode = compile_mode(config.compile, runtime.device.type, runtime.distributed)
         # recorded with every epoch: a run resumed elsewhere says which epochs ran where
         self.device_name = torch.cuda.get_device_name(runtime.device) if cuda else "cpu"
         self.channels_last = cuda if config.channels_last is None else config.channels_last
@@ -98,7 +101,7 @@ class Trainer:
         self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
         if checkpoint is not None:
             restore(self, checkpoint)
-        self.net = wrap(model, runtime, config.compile)
+        self.net = wrap(model, runtime, self.compile_mode)
         self.train_loader, self.test_loader = build_loaders(
             config.dataset, config.data_dir, batch_size=config.batch_size // runtime.world_size,
             device=runtime.device, download=config.download, augment=config.augment,
