@@ -1,14 +1,17 @@
 """mgiad.kernels: the C++ grouped 3x3 convolution against F.conv2d and its autograd gradients, on
 shapes that do not fill a vector or a register block, both instruction sets, both memory formats;
 and the fallback to PyTorch (MGIAD_KERNELS=0, shapes the kernels do not take, no compiler)."""
-import pytest
+import os
+import subprocess
+import sys
 
-from train_helpers import benchmark
+import pytest
 import torch
 import torch.nn.functional as F
 
 from mgiad import kernels
 from mgiad.kernels import autograd, build, grouped_conv, runtime
+from train_helpers import benchmark
 
 needs_compiler = pytest.mark.skipif(build.missing_tool() is not None,
                                     reason=f"cannot build the C++ kernels here: {build.missing_tool()}")
@@ -140,11 +143,22 @@ def test_inputs_the_kernels_do_not_take_use_pytorch(case, monkeypatch):
     torch.testing.assert_close(kernels.grouped_conv3x3(x, weight), _reference(x, weight))
 
 
-def test_no_compiler_warns_once_in_one_line_and_uses_pytorch(monkeypatch):
-    monkeypatch.setattr(build, "missing_tool", lambda: "no C++ compiler (c++) found")
-    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler") as record:
-        assert build.load.__wrapped__() is False
-    assert len(record) == 1 and "\n" not in str(record[0].message)
+def test_no_compiler_warns_once_in_one_line_and_uses_pytorch(monkeypatch, tmp_path):
+    """No compiler and no verified build (an empty cache): load() is False after one warning of one
+    line. In a fresh process: this one has the kernels loaded, and a loaded or verified build
+    needs no compiler."""
+    code = ("import warnings\nfrom mgiad.kernels import build\n"
+            "with warnings.catch_warnings(record=True) as record:\n"
+            "    warnings.simplefilter('always')\n"
+            "    loaded = build.load()\n"
+            "print(loaded, len(record), repr(str(record[0].message)) if record else '')\n")
+    env = {**os.environ, "CXX": "no-such-c++-compiler", "MGIAD_KERNELS_CACHE": str(tmp_path)}
+    env.pop("MGIAD_KERNELS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    loaded, count, message = out.strip().split(" ", 2)
+    assert loaded == "False" and count == "1", out
+    assert "no C++ compiler" in message and "\\n" not in message, out
     monkeypatch.setattr(runtime, "available", lambda: False)
     monkeypatch.setattr(autograd.KernelConv, "apply", lambda *a: pytest.fail("kernels used"))
     x, weight, _ = _inputs(1, 8, 4, 4, 4, channels_last=True)
