@@ -166,7 +166,7 @@ def build(name: str, kwargs: dict, in_chans: int, device: torch.device):
 
 class Environ:
     """Environment variables set while a model builds, compiles, captures and runs (``_env`` in
-    a model's arguments: e.g. ``MGIAD_ELEMENTWISE=1``)."""
+    a model's arguments: e.g. ``MGIAD_GPU_TRANSFERS=triton``)."""
 
     def __init__(self, env: dict | None):
         self.env, self.saved = env or {}, []  # a stack: the same object may be entered nested
@@ -183,11 +183,11 @@ class Environ:
                 os.environ[k] = v
 
 
-def elementwise_variant(model):
-    """The same model with its transfers as element-wise arithmetic (mgiad.kernels.elementwise)."""
+def transfers_variant(model, impl: str):
+    """The same model with its transfers by ``impl`` (mgiad.kernels.gpu: elementwise, triton)."""
     label, name, kwargs, chans = model
-    return (f"{label} element-wise transfers", name,
-            dict(kwargs, _env={"MGIAD_ELEMENTWISE": "1"}), chans)
+    return (f"{label} {impl} transfers", name, dict(kwargs, _env={"MGIAD_GPU_TRANSFERS": impl}),
+            chans)
 
 
 class Step:
@@ -475,8 +475,8 @@ def main(argv=None) -> int:
     p.add_argument("--sections", default="env,step,conv,profile,recompute,train,infer",
                    help="comma-separated sections to run, in this order")
     p.add_argument("--plan", choices=("full", "transfers"), default="full",
-                   help="full: everything; transfers: element-wise against cuDNN transfers, the "
-                   "trainer's compile modes, compiled MGiaD, recompute memory")
+                   help="full: everything; transfers: the GPU transfer implementations (cuDNN, "
+                   "Triton, element-wise) in eager, graph and compiled steps, recompute memory")
     p.add_argument("--summarize", metavar="DIR", help="only print the tables of DIR/results.jsonl")
     args = p.parse_args(argv)
     if args.summarize:
@@ -523,16 +523,16 @@ def main(argv=None) -> int:
     if args.plan == "transfers":
         mg = [m for m in models if m[0] in ("MGiaD(3,g4)", "MGiaD 16-32-64")]
         ab = [m for m in models if m[0] in ("ResNet18", "ResNet20")] + mg + [
-            elementwise_variant(m) for m in mg]
-        small = [m for m in models if m[0] in ("MGiaD 16-32-64", "MGiaD(3,g4)")][-1:]
+            transfers_variant(m, impl) for impl in ("triton", "elementwise") for m in mg]
         plan = plan[:1] + [
             step("eager-bf16", which=ab), step("graph-bf16", which=ab),
-            ("profile", lambda: gpu_profile.section_profile(rec, device, mg, big, size, Step)),
-            ("train", lambda: section_train(rec, device, quick, (False, "reduce-overhead"),
-                                            small[0][2], out)),
-            step("compile-bf16", which=mg + [elementwise_variant(m) for m in mg]),
             ("profile", lambda: gpu_profile.section_profile(
-                rec, device, [elementwise_variant(mg[0])], big, size, Step, how="compile")),
+                rec, device, [transfers_variant(m, "triton") for m in mg], big, size, Step)),
+            step("compile-bf16", which=mg + [transfers_variant(m, i) for i in ("elementwise", "triton")
+                                             for m in mg]),
+            ("profile", lambda: gpu_profile.section_profile(
+                rec, device, [transfers_variant(mg[0], "elementwise")], big, size, Step,
+                how="compile")),
             ("recompute", lambda: section_recompute(rec, device, big, size, rounds))]
     for name, run in plan:
         if name not in sections:

@@ -97,15 +97,16 @@ class GroupedConv3x3(KernelConv2d):
 
 
 class TransferConv(KernelConv2d):
-    """A transfer (:func:`is_transfer`): on a GPU as element-wise arithmetic
-    (:mod:`mgiad.kernels.elementwise`), on the CPU on the transfer kernels."""
+    """A transfer (:func:`is_transfer`): on the CPU on the transfer kernels, on a GPU by the
+    implementation :mod:`mgiad.kernels.gpu` chooses."""
 
     def forward(self, x: Tensor) -> Tensor:
-        from .kernels import elementwise
-        if (self.bias is None and self.padding_mode == "zeros" and not is_tracing()
-                and elementwise.applies(x, self.weight, self.stride, self.padding, self.dilation,
-                                        self.groups)):
-            return elementwise.conv2d(x, self.weight, self.stride, self.padding, self.groups)
+        if self.bias is None and self.padding_mode == "zeros" and not is_tracing() and x.is_cuda:
+            from .kernels import gpu
+            out = gpu.transfer_conv2d(x, self.weight, self.stride, self.padding, self.dilation,
+                                      self.groups)
+            if out is not None:
+                return out
         return super().forward(x)
 
     def kernel_forward(self, x: Tensor) -> Tensor:
