@@ -18,7 +18,8 @@ order of value and each starts only if the time it needs is left:
    gradient and weight gradient, bf16 NHWC and fp32 NCHW, ``cudnn.benchmark`` on and off;
 4. ``profile``: one profiled step per model, device time by category and kernels per step;
 5. ``train``: ``mgiad``'s own trainer on synthetic CIFAR-10 in each compile setting;
-6. ``infer``: BatchNorm-folded inference at batch 1 and 256, eager and in a CUDA graph.
+6. ``infer``: BatchNorm-folded inference at batch 1 and 256, eager and in a CUDA graph;
+7. ``maxbatch``: ``mgiad bench --max-batch``, the largest bf16 training batch in the GPU's memory.
 
 ``summarize(out)`` (also ``--summarize DIR``) prints the tables from ``results.jsonl``.
 """
@@ -464,6 +465,22 @@ def section_infer(rec: Recorder, device, models, size: int, batches) -> None:
                 rec.error(f"infer {label} b{batch}", exc)
 
 
+# ----------------------------------------------------------------------------------- maxbatch
+def section_maxbatch(rec: Recorder, device, quick: bool, out: Path) -> None:
+    """``mgiad bench --max-batch``: each model's largest bf16 training batch in the GPU's memory."""
+    from mgiad.bench import main as bench_main
+    budget = "1GiB" if quick else "120GiB"
+    models = (["resnet20", "mgiad:widths=[16,32,64],coarse_channels=16,group_size=4"] if quick else
+              ["resnet18", "mgiad:width_mult=3,coarse_channels=64,group_size=4",
+               "mgiad:width_mult=3,coarse_channels=64,group_size=4,recompute=step"])
+    path = out / "maxbatch.json"
+    argv = ["--device", device.type, "--dtype", "bfloat16", "--channels-last", "--measure",
+            "memory", "--max-batch", budget, "--batch-size", "8" if quick else "256",
+            "--json", str(path)] + [a for m in models for a in ("--model", m)]
+    bench_main(argv)
+    rec.write("maxbatch", budget=budget, results=json.loads(path.read_text()))
+
+
 # ------------------------------------------------------------------------------------ driver
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -472,7 +489,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="gpu-results", help="folder for results.jsonl")
     p.add_argument("--deadline", type=float, default=420, help="seconds for the whole suite")
     p.add_argument("--quick", action="store_true", help="tiny sizes and repeats (rehearsal)")
-    p.add_argument("--sections", default="env,step,conv,profile,recompute,train,infer",
+    p.add_argument("--sections", default="env,step,conv,profile,recompute,train,infer,maxbatch",
                    help="comma-separated sections to run, in this order")
     p.add_argument("--plan", choices=("full", "transfers"), default="full",
                    help="full: everything; transfers: the GPU transfer implementations (cuDNN, "
@@ -519,7 +536,8 @@ def main(argv=None) -> int:
              step("eager-bf16", batches[1]), step("graph-bf16", batches[1]),
              step("compile-bf16", batches[1], targets),
              step("compile-bf16", big, [m for m in models if m not in targets]),
-             ("infer", lambda: section_infer(rec, device, models, size, (1, big)))]
+             ("infer", lambda: section_infer(rec, device, models, size, (1, big))),
+             ("maxbatch", lambda: section_maxbatch(rec, device, quick, out))]
     if args.plan == "transfers":
         mg = [m for m in models if m[0] in ("MGiaD(3,g4)", "MGiaD 16-32-64")]
         ab = [m for m in models if m[0] in ("ResNet18", "ResNet20")] + mg + [
