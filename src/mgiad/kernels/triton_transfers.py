@@ -38,26 +38,35 @@ def available() -> bool:
 
 if triton is not None:
     @triton.jit
+    def _output_pixels(block, N, HO, WO, BP: tl.constexpr):
+        """A block of output pixels: flat index, in range, and (n, ho, wo)."""
+        p = block * BP + tl.arange(0, BP)
+        n, r = p // (HO * WO), p % (HO * WO)
+        return p, p < N * HO * WO, n, r // WO, r % WO
+
+    @triton.jit
+    def _tap(x, n, ho, wo, pm, channel, cm, H, W, CIN, a, b, S: tl.constexpr, P: tl.constexpr):
+        """The input under tap (a, b) of each output pixel, in float32 (0 in the padding)."""
+        h, v = ho * S + a - P, wo * S + b - P
+        ok = pm & (h >= 0) & (h < H) & (v >= 0) & (v < W)
+        pix = ((n * H + h) * W + v) * CIN
+        return tl.load(x + pix[:, None] + channel[None, :], mask=ok[:, None] & cm[None, :],
+                       other=0.0).to(tl.float32)
+
+    @triton.jit
     def _forward(x, w, out, N, H, W, HO, WO, CIN, COUT,
                  I: tl.constexpr, M: tl.constexpr, K: tl.constexpr, S: tl.constexpr,
                  P: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
-        p = tl.program_id(0) * BP + tl.arange(0, BP)      # output pixels (n, ho, wo)
+        p, pm, n, ho, wo = _output_pixels(tl.program_id(0), N, HO, WO, BP)
         oc = tl.program_id(1) * BC + tl.arange(0, BC)     # output channels
-        pm, cm = p < N * HO * WO, oc < COUT
-        n, r = p // (HO * WO), p % (HO * WO)
-        ho, wo = r // WO, r % WO
-        group = oc // M
+        cm = oc < COUT
         acc = tl.zeros((BP, BC), dtype=tl.float32)
         for ci in tl.static_range(I):
             for a in tl.static_range(K):
                 for b in tl.static_range(K):
-                    h, v = ho * S + a - P, wo * S + b - P
-                    ok = pm & (h >= 0) & (h < H) & (v >= 0) & (v < W)
-                    pix = ((n * H + h) * W + v) * CIN
-                    xv = tl.load(x + pix[:, None] + (group * I + ci)[None, :],
-                                 mask=ok[:, None] & cm[None, :], other=0.0)
+                    xv = _tap(x, n, ho, wo, pm, (oc // M) * I + ci, cm, H, W, CIN, a, b, S, P)
                     wv = tl.load(w + ((oc * I + ci) * K + a) * K + b, mask=cm, other=0.0)
-                    acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+                    acc += xv * wv.to(tl.float32)[None, :]
         tl.store(out + (p * COUT)[:, None] + oc[None, :], acc.to(out.dtype.element_ty),
                  mask=pm[:, None] & cm[None, :])
 
@@ -92,26 +101,18 @@ if triton is not None:
     def _grad_weight(x, g, partial, N, H, W, HO, WO, CIN, COUT,
                      I: tl.constexpr, M: tl.constexpr, K: tl.constexpr, S: tl.constexpr,
                      P: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
-        p = tl.program_id(0) * BP + tl.arange(0, BP)
+        p, pm, n, ho, wo = _output_pixels(tl.program_id(0), N, HO, WO, BP)
         oc = tl.program_id(1) * BC + tl.arange(0, BC)
-        pm, cm = p < N * HO * WO, oc < COUT
-        n, r = p // (HO * WO), p % (HO * WO)
-        ho, wo = r // WO, r % WO
-        group = oc // M
+        cm = oc < COUT
         gv = tl.load(g + (p * COUT)[:, None] + oc[None, :], mask=pm[:, None] & cm[None, :],
                      other=0.0).to(tl.float32)
         row = (tl.program_id(0) * COUT + oc) * (I * K * K)
         for ci in tl.static_range(I):
             for a in tl.static_range(K):
                 for b in tl.static_range(K):
-                    h, v = ho * S + a - P, wo * S + b - P
-                    ok = pm & (h >= 0) & (h < H) & (v >= 0) & (v < W)
-                    pix = ((n * H + h) * W + v) * CIN
-                    xv = tl.load(x + pix[:, None] + (group * I + ci)[None, :],
-                                 mask=ok[:, None] & cm[None, :], other=0.0)
-                    tl.store(partial + row + (ci * K + a) * K + b,
-                             tl.sum(xv.to(tl.float32) * gv, axis=0), mask=cm)
-
+                    xv = _tap(x, n, ho, wo, pm, (oc // M) * I + ci, cm, H, W, CIN, a, b, S, P)
+                    tl.store(partial + row + (ci * K + a) * K + b, tl.sum(xv * gv, axis=0),
+                             mask=cm)
 
 def _geometry(x: Tensor, weight: Tensor, stride: int, groups: int):
     n, c_in, h, w = x.shape
