@@ -18,7 +18,8 @@ order of value and each starts only if the time it needs is left:
    gradient and weight gradient, bf16 NHWC and fp32 NCHW, ``cudnn.benchmark`` on and off;
 4. ``profile``: one profiled step per model, device time by category and kernels per step;
 5. ``train``: ``mgiad``'s own trainer on synthetic CIFAR-10 in each compile setting;
-6. ``infer``: BatchNorm-folded inference at batch 1 and 256, eager and in a CUDA graph.
+6. ``infer``: BatchNorm-folded inference at batch 1 and 256, eager and in a CUDA graph;
+7. ``maxbatch``: ``mgiad bench --max-batch``, the largest bf16 training batch in the GPU's memory.
 
 ``summarize(out)`` (also ``--summarize DIR``) prints the tables from ``results.jsonl``.
 """
@@ -166,7 +167,7 @@ def build(name: str, kwargs: dict, in_chans: int, device: torch.device):
 
 class Environ:
     """Environment variables set while a model builds, compiles, captures and runs (``_env`` in
-    a model's arguments: e.g. ``MGIAD_ELEMENTWISE=1``)."""
+    a model's arguments: e.g. ``MGIAD_GPU_TRANSFERS=triton``)."""
 
     def __init__(self, env: dict | None):
         self.env, self.saved = env or {}, []  # a stack: the same object may be entered nested
@@ -183,11 +184,11 @@ class Environ:
                 os.environ[k] = v
 
 
-def elementwise_variant(model):
-    """The same model with its transfers as element-wise arithmetic (mgiad.kernels.elementwise)."""
+def transfers_variant(model, impl: str):
+    """The same model with its transfers by ``impl`` (mgiad.kernels.gpu: elementwise, triton)."""
     label, name, kwargs, chans = model
-    return (f"{label} element-wise transfers", name,
-            dict(kwargs, _env={"MGIAD_ELEMENTWISE": "1"}), chans)
+    return (f"{label} {impl} transfers", name, dict(kwargs, _env={"MGIAD_GPU_TRANSFERS": impl}),
+            chans)
 
 
 class Step:
@@ -464,6 +465,22 @@ def section_infer(rec: Recorder, device, models, size: int, batches) -> None:
                 rec.error(f"infer {label} b{batch}", exc)
 
 
+# ----------------------------------------------------------------------------------- maxbatch
+def section_maxbatch(rec: Recorder, device, quick: bool, out: Path) -> None:
+    """``mgiad bench --max-batch``: each model's largest bf16 training batch in the GPU's memory."""
+    from mgiad.bench import main as bench_main
+    budget = "1GiB" if quick else "120GiB"
+    models = (["resnet20", "mgiad:widths=[16,32,64],coarse_channels=16,group_size=4"] if quick else
+              ["resnet18", "mgiad:width_mult=3,coarse_channels=64,group_size=4",
+               "mgiad:width_mult=3,coarse_channels=64,group_size=4,recompute=step"])
+    path = out / "maxbatch.json"
+    argv = ["--device", device.type, "--dtype", "bfloat16", "--channels-last", "--measure",
+            "memory", "--max-batch", budget, "--batch-size", "8" if quick else "256",
+            "--json", str(path)] + [a for m in models for a in ("--model", m)]
+    bench_main(argv)
+    rec.write("maxbatch", budget=budget, results=json.loads(path.read_text()))
+
+
 # ------------------------------------------------------------------------------------ driver
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -472,11 +489,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="gpu-results", help="folder for results.jsonl")
     p.add_argument("--deadline", type=float, default=420, help="seconds for the whole suite")
     p.add_argument("--quick", action="store_true", help="tiny sizes and repeats (rehearsal)")
-    p.add_argument("--sections", default="env,step,conv,profile,recompute,train,infer",
+    p.add_argument("--sections", default="env,step,conv,profile,recompute,train,infer,maxbatch",
                    help="comma-separated sections to run, in this order")
     p.add_argument("--plan", choices=("full", "transfers"), default="full",
-                   help="full: everything; transfers: element-wise against cuDNN transfers, the "
-                   "trainer's compile modes, compiled MGiaD, recompute memory")
+                   help="full: everything; transfers: the GPU transfer implementations (cuDNN, "
+                   "Triton, element-wise) in eager, graph and compiled steps, recompute memory")
     p.add_argument("--summarize", metavar="DIR", help="only print the tables of DIR/results.jsonl")
     args = p.parse_args(argv)
     if args.summarize:
@@ -519,20 +536,21 @@ def main(argv=None) -> int:
              step("eager-bf16", batches[1]), step("graph-bf16", batches[1]),
              step("compile-bf16", batches[1], targets),
              step("compile-bf16", big, [m for m in models if m not in targets]),
-             ("infer", lambda: section_infer(rec, device, models, size, (1, big)))]
+             ("infer", lambda: section_infer(rec, device, models, size, (1, big))),
+             ("maxbatch", lambda: section_maxbatch(rec, device, quick, out))]
     if args.plan == "transfers":
         mg = [m for m in models if m[0] in ("MGiaD(3,g4)", "MGiaD 16-32-64")]
         ab = [m for m in models if m[0] in ("ResNet18", "ResNet20")] + mg + [
-            elementwise_variant(m) for m in mg]
-        small = [m for m in models if m[0] in ("MGiaD 16-32-64", "MGiaD(3,g4)")][-1:]
+            transfers_variant(m, impl) for impl in ("triton", "elementwise") for m in mg]
         plan = plan[:1] + [
             step("eager-bf16", which=ab), step("graph-bf16", which=ab),
-            ("profile", lambda: gpu_profile.section_profile(rec, device, mg, big, size, Step)),
-            ("train", lambda: section_train(rec, device, quick, (False, "reduce-overhead"),
-                                            small[0][2], out)),
-            step("compile-bf16", which=mg + [elementwise_variant(m) for m in mg]),
             ("profile", lambda: gpu_profile.section_profile(
-                rec, device, [elementwise_variant(mg[0])], big, size, Step, how="compile")),
+                rec, device, [transfers_variant(m, "triton") for m in mg], big, size, Step)),
+            step("compile-bf16", which=mg + [transfers_variant(m, i) for i in ("elementwise", "triton")
+                                             for m in mg]),
+            ("profile", lambda: gpu_profile.section_profile(
+                rec, device, [transfers_variant(mg[0], "elementwise")], big, size, Step,
+                how="compile")),
             ("recompute", lambda: section_recompute(rec, device, big, size, rounds))]
     for name, run in plan:
         if name not in sections:

@@ -1,6 +1,12 @@
 """Shared test set-up. Build the C++ kernels (mgiad.kernels) once, before any test: the fast path
 uses them, and a first build inside a timed subprocess (torchrun, CLI tests) would count against its timeout."""
+import os
+
 import pytest
+import torch
+
+if not torch.cuda.is_available():  # Triton kernels (mgiad.kernels.triton_transfers) run on its
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # interpreter; read when they are decorated
 
 
 def pytest_sessionstart(session):

@@ -1,4 +1,4 @@
-"""The multigrid transfers as element-wise arithmetic, for GPUs (opt-in: ``MGIAD_ELEMENTWISE=1``).
+"""The multigrid transfers as element-wise arithmetic, for GPUs (``MGIAD_GPU_TRANSFERS=elementwise``).
 
 ``R``, ``Pi`` (3x3 stride 2, depthwise, 1 -> 2 channels per group) and ``R-hat``, ``Pi-hat``,
 ``P-hat`` (1x1, 2 -> 1 or 1 -> 2 channels per group) have at most 9 taps per output. cuDNN runs
@@ -11,37 +11,19 @@ weights, same gradients (autograd differentiates the arithmetic).
 Measured on one NVIDIA H200 (``docs/performance.md``): in eager PyTorch and in a CUDA graph the
 formulation is no faster than cuDNN (MGiaD(3, g_s=4) training step in a graph 61.6 ms either way;
 table 2's 16-32-64 MGiaD 7.9 ms against 7.0 ms): each tap is its own pass over memory there.
-Under ``torch.compile`` it has not been measured yet, so it is off by default.
+Under ``torch.compile``, where it would fuse, it has not been measured yet (:mod:`.gpu` chooses).
 
 ``conv2d(x, weight, stride, padding, groups)`` is ``F.conv2d(x, weight, None, stride, padding, 1,
 groups)`` for such weights; it accumulates in float32 and, under autocast, returns the autocast
 dtype, as the convolution would. The output keeps the input's memory format (channels-last in,
-channels-last out). ``applies(...)`` says whether a call is one of these and the formulation is on.
+channels-last out).
 """
 from __future__ import annotations
-
-import os
 
 import torch
 from torch import Tensor
 
-__all__ = ["applies", "conv2d", "enabled", "MAX_TAPS"]
-
-MAX_TAPS = 9  # input channels per group x kernel taps, per output
-
-
-def enabled() -> bool:
-    return os.environ.get("MGIAD_ELEMENTWISE", "0") == "1"
-
-
-def applies(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> bool:
-    """A CUDA call with few taps per output (the transfers), with ``MGIAD_ELEMENTWISE=1``."""
-    if not (x.is_cuda and x.dim() == 4 and weight.dim() == 4 and groups > 1 and enabled()):
-        return False
-    per_group_in = weight.shape[1]
-    k_h, k_w = weight.shape[-2:]
-    return (tuple(dilation) == (1, 1) and x.shape[1] == per_group_in * groups
-            and per_group_in * k_h * k_w <= MAX_TAPS)
+__all__ = ["conv2d"]
 
 
 def _autocast_dtype(device_type: str):

@@ -37,7 +37,7 @@ class KernelConv2d(nn.Conv2d):
     (``impl="fast"`` sets it) and they apply: same map, weights and state_dict keys."""
 
     use_kernels = False
-    elementwise = False  # transfers: element-wise arithmetic on a GPU (mgiad.kernels.elementwise)
+    gpu_transfer = False  # transfers: on a GPU by mgiad.kernels.gpu's choice of implementation
     computes_conv2d = True  # the fast path and BN folding treat it as nn.Conv2d
 
     def forward(self, x: Tensor) -> Tensor:
@@ -60,10 +60,10 @@ class GroupedConv3x3(KernelConv2d):
 
 
 class TransferConv(KernelConv2d):
-    """A transfer (:func:`is_transfer`): on a GPU as element-wise arithmetic
-    (:mod:`mgiad.kernels.elementwise`), on the CPU on the transfer kernels."""
+    """A transfer (:func:`is_transfer`): on the CPU on the transfer kernels, on a GPU by the
+    implementation :mod:`mgiad.kernels.gpu` chooses."""
 
-    elementwise = True
+    gpu_transfer = True
 
     def kernel_forward(self, x: Tensor) -> Tensor:
         return kernels.transfer_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)

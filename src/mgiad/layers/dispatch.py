@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..kernels import elementwise
+from ..kernels import gpu
 from . import fast, recompute
 from .checks import is_tracing
 
@@ -36,14 +36,15 @@ _SCOPES = {"level": ("level", "step"), "step": ("step",)}
 
 # -------------------------------------------------------------------------------- layers
 def conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """A :class:`~mgiad.layers.conv.KernelConv2d`: a transfer on a GPU as element-wise arithmetic
-    where :mod:`mgiad.kernels.elementwise` applies (``MGIAD_ELEMENTWISE=1``); the C++ kernels
-    where they are on and apply (they also step aside under compile, autocast and dispatch
-    modes); else PyTorch's."""
+    """A :class:`~mgiad.layers.conv.KernelConv2d`: a transfer on a GPU by the implementation
+    :mod:`mgiad.kernels.gpu` chooses (``MGIAD_GPU_TRANSFERS``); the C++ kernels where they are on
+    and apply (they also step aside under compile, autocast and dispatch modes); else PyTorch's."""
     plain = conv.bias is None and conv.padding_mode == "zeros" and not is_tracing()
-    if plain and conv.elementwise and elementwise.applies(x, conv.weight, conv.stride, conv.padding,
-                                                          conv.dilation, conv.groups):
-        return elementwise.conv2d(x, conv.weight, conv.stride, conv.padding, conv.groups)
+    if plain and conv.gpu_transfer and x.is_cuda:
+        out = gpu.transfer_conv2d(x, conv.weight, conv.stride, conv.padding, conv.dilation,
+                                  conv.groups)
+        if out is not None:
+            return out
     if conv.use_kernels and conv.bias is None and conv.padding_mode == "zeros" and not is_tracing():
         return conv.kernel_forward(x)
     return conv.reference_forward(x)
