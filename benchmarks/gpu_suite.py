@@ -1,7 +1,7 @@
 """Where MGiaD stands on a GPU, in one call: environment, convolutions, training steps, profile.
 
     python benchmarks/gpu_suite.py --out gpu-results --deadline 420          # on the GPU
-    python benchmarks/gpu_suite.py --device cpu --quick --out /tmp/rehearsal  # rehearsal on a CPU
+    python benchmarks/gpu_suite.py --device cpu --quick --out rehearsal  # rehearsal on a CPU
 
 Every result is one JSON line in ``<out>/results.jsonl``, written as soon as it is measured, so a
 run stopped by its deadline (or killed) still returns everything measured before. Sections run in
