@@ -26,7 +26,8 @@ from torch import Tensor
 __all__ = ["conv2d"]
 
 
-def _autocast_dtype(device_type: str):
+def autocast_dtype(device_type: str):
+    """The autocast dtype on ``device_type`` now, or None where autocast is off."""
     if not torch.is_autocast_enabled(device_type):
         return None
     try:
@@ -46,7 +47,7 @@ def conv2d(x: Tensor, weight: Tensor, stride=(1, 1), padding=(0, 0), groups: int
                          f"of {c} channels")
     per_out = c_out // groups
     h_out, w_out = (h + 2 * p_h - k_h) // s_h + 1, (w + 2 * p_w - k_w) // s_w + 1
-    out_dtype = _autocast_dtype(x.device.type) or torch.promote_types(x.dtype, weight.dtype)
+    out_dtype = autocast_dtype(x.device.type) or torch.promote_types(x.dtype, weight.dtype)
     compute = torch.promote_types(out_dtype, torch.float32)  # accumulate in float32 at least
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     with torch.autocast(x.device.type, enabled=False):

@@ -16,10 +16,10 @@ Tests run these kernels on the CPU under Triton's interpreter (``TRITON_INTERPRE
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
+
+from .elementwise import autocast_dtype
 
 try:
     import triton
@@ -160,19 +160,11 @@ class TransferFunction(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
-@functools.cache
-def _autocast_dtype(device_type: str):
-    try:
-        return torch.get_autocast_dtype(device_type)
-    except AttributeError:  # torch < 2.4
-        return torch.get_autocast_gpu_dtype() if device_type == "cuda" else torch.bfloat16
-
-
 def conv2d(x: Tensor, weight: Tensor, stride: int = 1, groups: int = 1) -> Tensor:
     """``F.conv2d(x, weight, None, stride, weight.shape[-1] // 2, 1, groups)`` for a transfer;
     under autocast in the autocast dtype, as the convolution."""
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = _autocast_dtype(x.device.type)
+    dtype = autocast_dtype(x.device.type)
+    if dtype is not None:
         x, weight = x.to(dtype), weight.to(dtype)
     elif weight.dtype != x.dtype:
         raise TypeError(f"input {x.dtype} and weight {weight.dtype} differ")
