@@ -145,9 +145,7 @@ class ResolutionMultigrid(ImageClassifier):
         """FAS to level ``l + 1``, eq. (8)-(9): ``u' = Pi(u)``, ``f' = R(f - A u) + A'(u')``;
         also returns ``A'(u')``, which the first smoothing step on level ``l + 1`` reuses (under
         ``recompute="step"`` it is ``None``: computed again there)."""
-        u, r = self.transfers[l](u, residual(f, u, self.smoothers[l].A))
-        A_u = self.smoothers[l + 1].A(u)
-        return u, r + A_u, A_u
+        return self.transfers[l](u, residual(f, u, self.smoothers[l].A), self.smoothers[l + 1].A)
 
 
 def init_weights(model: nn.Module) -> None:
