@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if present; default), 'cpu', 'cuda'")
     p.add_argument("--json", action="store_true", help="print JSON: per file its predictions or error")
+    p.add_argument("--no-optimize", dest="optimize", action="store_false",
+                   help="run the model as loaded instead of mgiad.optimize_for_inference's version "
+                        "(BatchNorm folded, C++ kernels, traced executor; same predictions)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     pre = dataclasses.replace(pre, invert=args.invert)
     names = class_names(recorded if args.dataset is None else {"dataset": pre.dataset},
                         model.num_classes)
+    if args.optimize:  # BatchNorm folded, kernels' epilogues, the traced executor (checked)
+        from ..deploy.optimize import optimize_for_inference
+        model = optimize_for_inference(model, input_size=pre.image_size)
     results, failed, light = [], 0, 0
     for r in predict_files(model, files, pre, top_k=args.top_k, batch_size=args.batch_size,
                            names=names, device=device):

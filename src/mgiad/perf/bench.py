@@ -3,8 +3,9 @@
 What is measured, per model, on the same input (random images, ``batch_size x 3 x S x S``):
 
 * **train**: one SGD step (forward, cross-entropy, backward, ``step``), in train mode;
-* **infer**: one forward in eval mode under ``torch.inference_mode``, BatchNorm folded into the
-  convolutions (:func:`mgiad.layers.fold.fuse_bn`, checked against the unfolded model first);
+* **infer**: one forward of :func:`mgiad.optimize_for_inference` (BatchNorm folded into the
+  convolutions, checked against the unfolded model; on the CPU in float32 a traced executor on
+  the C++ kernels), under ``torch.inference_mode``;
 * **memory**: the peak memory of two training steps above what was in use before them (model,
   input). CUDA: ``torch.cuda.max_memory_allocated``. CPU: PyTorch keeps no counter, so each model
   runs in a fresh subprocess where a thread samples malloc's bytes in use (glibc ``mallinfo2``);
@@ -46,6 +47,7 @@ class BenchResult:
     gflops: float
     train_ms: float | None = None
     infer_ms: float | None = None
+    infer_executor: str | None = None
     peak_mb: float | None = None
     train_images_per_s: float | None = None
     infer_images_per_s: float | None = None
@@ -70,6 +72,7 @@ def run_bench(specs: list[ModelSpec], args: argparse.Namespace, log=print) -> di
             train_fns.append(_train_step_fn(model, x, y, dtype))
         if "infer" in args.measure:
             infer_fns.append(_infer_fn(copy.deepcopy(model), x, dtype))
+            results[-1].infer_executor = infer_fns[-1].executor
     n = args.batch_size
     if train_fns:
         log(f"timing training steps ({args.warmup} warm-up, {args.repeats} interleaved repeats)")
