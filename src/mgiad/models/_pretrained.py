@@ -53,6 +53,7 @@ import difflib
 import fnmatch
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,11 @@ def _validate(models: Any, path: Path) -> list[dict[str, Any]]:
         if not is_registered(entry["model"]):
             raise CheckpointError(f"{where} ({name}) needs model {entry['model']!r}, which this "
                                   f"mgiad does not have (models: {', '.join(list_models())})")
+        accuracy = entry["accuracy"].get("test_acc")
+        if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) \
+                or not math.isfinite(accuracy):
+            raise CheckpointError(f"{where} ({name}): accuracy.test_acc must be a finite number, "
+                                  f"got {accuracy!r}")
         if Path(entry["file"]).name != entry["file"]:
             raise CheckpointError(f"{where} ({name}): file {entry['file']!r} must be a plain file "
                                   "name in the weights folder")
