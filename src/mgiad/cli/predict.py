@@ -41,8 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top_k < 1 or args.batch_size < 1:
-        raise ValueError("--top-k and --batch-size must be positive integers")
+    if args.top_k < 1:
+        raise ValueError("--top-k must be a positive integer")
+    from ..utils.limits import MAX_BATCH_SIZE, check_size
+    check_size("--batch-size", args.batch_size, MAX_BATCH_SIZE)
     import dataclasses
     from ..deploy.predict import (LIGHT_THRESHOLD, Preprocessing, class_names, find_images,
                                   predict_files)
@@ -79,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=1))
     if light:
-        print(f"mgiad predict: hint: {light} of {len(files)} images are mostly light (mean pixel "
-              f"above {LIGHT_THRESHOLD:g}); Fashion-MNIST models expect a light garment on a dark "
-              "background: try --invert", file=sys.stderr)
+        print(f"mgiad predict: hint: {light} of {len(files) - failed} images are mostly light "
+              f"(a light background: the border averages above {LIGHT_THRESHOLD:g}); Fashion-MNIST "
+              "models expect a light garment on a dark background: try --invert", file=sys.stderr)
     if failed:
         print(f"mgiad predict: {failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0

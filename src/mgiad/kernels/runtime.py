@@ -2,7 +2,6 @@
 import contextlib
 import functools
 import os
-import warnings
 
 import torch
 
@@ -16,7 +15,7 @@ OFF, ON = ("0", "false", "off", "no"), ("", "1", "true", "on", "yes")
 
 @functools.cache
 def _warn_once(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=4)
+    build.warn_one_line(message)
 
 
 def enabled() -> bool:

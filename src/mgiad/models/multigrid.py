@@ -19,8 +19,9 @@ def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
     """Channels per resolution level, ``lambda * c_l``; fractional channels are an error."""
     if not widths:
         raise ValueError("widths must name at least one resolution level")
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) \
+            or not 0 < width_mult < float("inf"):  # NaN fails this too
+        raise ValueError(f"width_mult must be a positive finite number, got {width_mult!r}")
     scaled = []
     for w in widths:
         check_positive_int("every entry of widths", w)

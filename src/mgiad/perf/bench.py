@@ -32,6 +32,7 @@ import torch
 
 from ..utils.device import resolve_device
 from ..utils.malloc import malloc_tuned, tune_malloc
+from ..utils.limits import check_input, check_size
 from .max_batch import fit_largest_batch, parse_size
 from .memory import _memory_in_subprocess, _training_bytes, cpu_memory_method, measure_memory
 from .specs import DEFAULT_MODELS, ModelSpec, parse_spec
@@ -187,13 +188,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if args.warmup < 0:
         raise ValueError("--warmup must be >= 0")
+    if args.threads is not None:
+        check_size("--threads", args.threads, 1 << 12)
+    specs = [parse_spec(s) for s in (args.model or DEFAULT_MODELS)]
+    for spec in specs:  # sizes before anything is allocated
+        check_input(args.batch_size, spec.kwargs.get("in_chans", 3), args.image_size,
+                    f"the input of {spec.label} (--batch-size x channels x --image-size squared)")
     resolve_device(args.device)  # unknown devices, or CUDA where there is none: one line
     if args.max_batch:
         parse_size(args.max_batch)  # a bad budget fails before any measurement
     if args.threads:
         torch.set_num_threads(args.threads)
     tune_malloc()  # as `mgiad train` does (a no-op when the CLI already did it)
-    specs = [parse_spec(s) for s in (args.model or DEFAULT_MODELS)]
     report = run_bench(specs, args, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(report))
     if args.json:

@@ -32,7 +32,7 @@ def _setup(spec: ModelSpec, batch_size: int, image_size: int, num_classes: int,
     """The model (seeded) and a random batch ``x``, ``y`` on ``device``."""
     torch.manual_seed(0)
     model = spec.build(num_classes).to(device)
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    x = torch.randn(batch_size, model.in_chans, image_size, image_size, device=device)
     y = torch.randint(0, num_classes, (batch_size,), device=device)
     model, x = _prepare(model, x, channels_last)
     return model, x, y
