@@ -154,9 +154,10 @@ def segment(scope: str, owner: Callable[..., nn.Module] | None = None, keep: int
 
 
 def zero_features(model: nn.Module, f: Tensor) -> Tensor:
-    """``u = 0`` shaped like ``f``; under ``recompute="step"`` one stored zero expanded to the
-    feature map (a whole map of zeros would otherwise be kept for backward)."""
-    if recompute_mode(model) == "step":
+    """``u = 0`` shaped like ``f``; under ``recompute="step"`` (a whole map of zeros would otherwise
+    be kept for backward) and without gradients (nothing to write: :mod:`.inference` knows a
+    broadcast zero) one zero expanded to the feature map."""
+    if recompute_mode(model) == "step" or not (torch.is_grad_enabled() or is_tracing()):
         return f.new_zeros(()).expand_as(f)
     return torch.zeros_like(f)
 

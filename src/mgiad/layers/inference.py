@@ -58,6 +58,17 @@ def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A: nn.Module,
                    A_u: Tensor | None = None) -> Tensor:
     """Eq. (5) for a :class:`~mgiad.layers.fold.FoldedSmoothingStep`, ``A_u = A(u)`` if known."""
     s1, t1 = step.residual_scale, step.residual_shift
+    if _is_zero(u):  # u = 0 (the initial u_1, a broadcast zero), so A u = 0
+        z = epilogue.apply(f, alpha=s1, beta=t1, relu=True)              # relu(s1 f + t1)
+        return _conv(step.B, z, step.B.bias, relu=True)                  # relu(B' z + b2)
     norm = dict(alpha=-s1, beta=t1, add=f, add_scale=s1, relu=True)      # relu(s1 (f - y) + t1)
     z = _conv(A, u, **norm) if A_u is None else epilogue.apply(A_u, **norm)
     return _conv(step.B, z, step.B.bias, relu=True, residual=u)          # u + relu(B' z + b2)
+
+
+def _is_zero(u: Tensor) -> bool:
+    """``u`` is one zero broadcast to a feature map (:func:`mgiad.layers.dispatch.zero_features`;
+    its value is not read back while tracing, where only that function makes such a tensor)."""
+    if u.dim() != 4 or u.stride() != (0, 0, 0, 0) or u.numel() == 0:
+        return False
+    return torch.jit.is_tracing() or not bool(u.flatten()[0])
