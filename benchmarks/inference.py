@@ -10,8 +10,9 @@ Pairs: MGiaD(lambda=3, g_s=4, c_K=64) against ResNet18 on 3x32x32, and table 2's
 * ``onnxruntime`` (``--onnx``): the model exported by ``mgiad.deploy.export_model`` and run by
   onnxruntime with the same number of threads.
 
-One process, every variant of a pair interleaved per repeat, medians; ratios against the ResNet's
-fastest variant. Models get non-trivial BatchNorm statistics (as a trained model has).
+One process, the PyTorch variants of a pair interleaved per repeat, then the onnxruntime ones
+(their thread pools must not compete), medians; PyTorch rows are ratios against the ResNet's
+fastest PyTorch variant, onnxruntime rows against the ResNet in onnxruntime. Models get non-trivial BatchNorm statistics (as a trained model has).
 
     python benchmarks/inference.py [--batches 1,8,64] [--repeats 15] [--threads 2] [--onnx]
                                    [--only big|small] [--json FILE]
@@ -114,12 +115,21 @@ def main():
         models = {f"{resnet} {k}": v for k, v in variants(resnet, r_kw, in_chans, args.onnx, args.threads).items()}
         models.update({f"{net} {k}": v for k, v in variants(net, n_kw, in_chans, args.onnx, args.threads).items()})
         for batch in [int(b) for b in args.batches.split(",")]:
-            ms = time_pair(models, batch, in_chans, args.repeats)
-            base = min(v for k, v in ms.items() if k.startswith(resnet))
+            repeats = args.repeats * (5 if batch == 1 else 1)  # short calls: more of them
+            # PyTorch and onnxruntime are timed in separate rounds: their thread pools, interleaved,
+            # wait on each other's cores
+            torch_models = {k: v for k, v in models.items() if not k.endswith("onnxruntime")}
+            ort_models = {k: v for k, v in models.items() if k.endswith("onnxruntime")}
+            ms = time_pair(torch_models, batch, in_chans, repeats)
+            if ort_models:
+                ms.update(time_pair(ort_models, batch, in_chans, repeats))
+            base = min(v for k, v in ms.items() if k.startswith(resnet) and k in torch_models)
+            base_ort = ms.get(f"{resnet} onnxruntime")
             for label, t in ms.items():
+                b = base_ort if label in ort_models else base
                 rows.append(dict(pair=pair, batch=batch, model=label, ms=round(t, 3),
-                                 ratio=round(t / base, 3)))
-                print(f"{pair:5s} batch {batch:3d}  {label:28s} {t:9.2f} ms  {t / base:5.2f}x", flush=True)
+                                 ratio=round(t / b, 3)))
+                print(f"{pair:5s} batch {batch:3d}  {label:28s} {t:9.2f} ms  {t / b:5.2f}x", flush=True)
     if args.json:
         meta = dict(torch=torch.__version__, python=platform.python_version(), threads=args.threads,
                     repeats=args.repeats, machine=platform.machine(), processor=platform.processor())
