@@ -31,6 +31,15 @@ class EpilogueArgs {
 
   bool active() const { return e_.active(); }
 
+  // The epilogue with alpha, beta and add_scale always set (ones and zeros where not given).
+  Epilogue resolved() const {
+    Epilogue r = e_;
+    if (!r.alpha) r.alpha = ones_.data_ptr<float>();
+    if (!r.beta) r.beta = zeros_.data_ptr<float>();
+    if (!r.add_scale) r.add_scale = ones_.data_ptr<float>();
+    return r;
+  }
+
   // Applies the epilogue to pixels [p0, p1) of out, in place; or reading y, writing out.
   void apply(float* out, int64_t p0, int64_t p1) const { apply(out, out, p0, p1); }
   void apply(const float* y, float* out, int64_t p0, int64_t p1) const {

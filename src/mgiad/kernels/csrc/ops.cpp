@@ -74,7 +74,7 @@ at::Tensor pack_weight(const at::Tensor& weight, int64_t vw, bool transposed) {
   return packed;
 }
 
-// `ep`: an epilogue applied to each pair of output rows right after it is computed (or none).
+// With an epilogue (epilogue.h) it is applied to the accumulators before they are stored.
 at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool transposed,
                 const std::optional<at::Tensor>& alpha = std::nullopt, const std::optional<at::Tensor>& beta = std::nullopt,
                 const std::optional<at::Tensor>& add = std::nullopt,
@@ -91,15 +91,12 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool
   // outputs larger than the caches go straight to memory (saves reading each line before writing it)
   const int64_t bytes = out.numel() * 4, vector_bytes = k.vector_width * 4;
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
+  const Epilogue resolved = ep.resolved();
+  if (ep.active()) s.epilogue = &resolved, s.out_base = out_ptr;  // applied in registers
   s.stream_out = !ep.active() && bytes >= kStreamBytes && s.C % k.vector_width == 0 &&
                  reinterpret_cast<uintptr_t>(out_ptr) % vector_bytes == 0;
   at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
-    if (!ep.active()) return k.conv_rows(s, in_ptr, w_ptr, out_ptr, begin, end);
-    for (int64_t r = begin; r < end; r += 2) {  // the epilogue while the rows are in cache
-      const int64_t r_end = std::min(r + 2, end);
-      k.conv_rows(s, in_ptr, w_ptr, out_ptr, r, r_end);
-      ep.apply(out_ptr, r * s.W, r_end * s.W);
-    }
+    k.conv_rows(s, in_ptr, w_ptr, out_ptr, begin, end);
   });
   return out;
 }
