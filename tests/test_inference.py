@@ -53,6 +53,20 @@ def test_conv_epilogue_matches_pytorch(isa, shape, kind):
 
 
 @needs_kernels
+def test_conv_epilogue_on_outputs_past_the_caches(isa):
+    """Outputs from 16 MiB on are written with non-temporal stores, epilogue included."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 64, 264, 256, generator=g).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(64, 4, 3, 3, generator=g), torch.randn(64, generator=g)
+    r = torch.randn(1, 64, 264, 256, generator=g)
+    with torch.inference_mode():
+        got = epilogue.conv2d(x, weight, bias, 1, 1, 1, 16, relu=True, residual=r)
+    expected = epilogue.reference(F.conv2d(x, weight, None, 1, 1, 1, 16), beta=bias, relu=True,
+                                  residual=r)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
 def test_conv_epilogue_runs_on_the_kernels_in_inference_only(monkeypatch):
     """Without a gradient the kernel's operator computes convolution and epilogue in one call;
     with a gradient wanted (or the kernels off) PyTorch does, and the values agree."""

@@ -88,7 +88,8 @@ MGIAD_INLINE void store_with_epilogue(const ConvShape& s, float* out_px, int64_t
     if (e.add) v = Isa::fma(Isa::template load<MASKED>(e.add + i, m), scale, v);
     if (e.relu) v = Isa::max(v, Isa::zero());
     if (e.residual) v = Isa::add(v, Isa::template load<MASKED>(e.residual + i, m));
-    Isa::template store<MASKED>(out_px + p * C + c0, v, m);
+    if (!MASKED && s.stream_out) Isa::store_stream(out_px + p * C + c0, v);
+    else Isa::template store<MASKED>(out_px + p * C + c0, v, m);
   }
 }
 

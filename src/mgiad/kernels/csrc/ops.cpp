@@ -93,7 +93,7 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
   const Epilogue resolved = ep.resolved();
   if (ep.active()) s.epilogue = &resolved, s.out_base = out_ptr;  // applied in registers
-  s.stream_out = !ep.active() && bytes >= kStreamBytes && s.C % k.vector_width == 0 &&
+  s.stream_out = bytes >= kStreamBytes && s.C % k.vector_width == 0 &&
                  reinterpret_cast<uintptr_t>(out_ptr) % vector_bytes == 0;
   at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
     k.conv_rows(s, in_ptr, w_ptr, out_ptr, begin, end);
