@@ -92,7 +92,11 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         ops = kernels_for(x, weight, stride, padding, dilation, groups)
         if ops is not None:
             return ops.epilogue(_nhwc(x), weight.contiguous(), *args, runtime.isa())
-    if all(epilogue.get(k) is None for k in ("alpha", "add", "residual")) and not epilogue.get("relu"):
-        return F.conv2d(x, weight, epilogue.get("beta"), stride, padding, dilation, groups)
-    y = F.conv2d(x, weight, None, stride, padding, dilation, groups)
+    if epilogue.get("alpha") is None:  # a bias the convolution can add itself
+        bias, epilogue = epilogue.get("beta"), dict(epilogue, beta=None)
+    else:
+        bias = None
+    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    if all(epilogue.get(k) is None for k in ("alpha", "beta", "add", "residual")):
+        return F.relu(y, inplace=True) if epilogue.get("relu") else y
     return apply_(y, **epilogue)

@@ -37,7 +37,10 @@ def conv_relu(conv: nn.Conv2d, x: Tensor) -> Tensor:
 
 def conv_plus(module: nn.Module, x: Tensor, y: Tensor) -> Tensor | None:
     """``module(x) + y`` with ``y`` added in the epilogue, for a convolution on the kernels (with
-    or without a folded bias) or a conv-BN-ReLU block with its BatchNorm folded; None otherwise."""
+    or without a folded bias) or a conv-BN-ReLU block with its BatchNorm folded, on the CPU; None
+    otherwise (elsewhere the module's own dispatch, e.g. a GPU's transfer implementation, runs)."""
+    if x.device.type != "cpu":
+        return None
     if isinstance(module, nn.Sequential):
         if (getattr(module, "use_kernels", False) and len(module) == 3
                 and isinstance(module[1], nn.Identity) and module[0].bias is not None):
