@@ -115,9 +115,11 @@ def test_mgnet_transfers_as_the_authors_code():
     transfer = code.transfers[0]
     assert isinstance(transfer.Pi, nn.Conv2d) and isinstance(transfer.R, nn.Conv2d)
     u, r = torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8)
-    u_c, f_c = transfer(u, r)
+    A_coarse = code.smoothers[1].A
+    u_c, f_c, A_u_c = transfer(u, r, A_coarse)
     torch.testing.assert_close(u_c, transfer.Pi(u))
-    torch.testing.assert_close(f_c, transfer.R(F.relu(r)))
+    torch.testing.assert_close(A_u_c, A_coarse(u_c))
+    torch.testing.assert_close(f_c, transfer.R(F.relu(r)) + A_coarse(u_c))
     assert code(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
