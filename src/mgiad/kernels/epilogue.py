@@ -3,9 +3,10 @@
     y = conv(x);   v = alpha * y + beta + add_scale * add;   v = relu(v) if relu;   v + residual
 
 ``alpha``, ``beta``, ``add_scale`` are per-channel vectors, ``add`` and ``residual`` maps of the
-output's shape; each is optional. The C++ kernels apply the epilogue to each block of output rows
-right after computing it, while it is still in cache, so a smoothing step with BatchNorm folded
-(eq. 5) costs two passes over memory instead of seven. Where no kernel computes the convolution,
+output's shape; each is optional. The grouped 3x3 kernel applies the epilogue to its accumulators
+before storing them, the transfer kernels to each block of output rows right after computing it
+(still in cache), so a smoothing step with BatchNorm folded (eq. 5) costs two passes over memory
+instead of seven. Where no kernel computes the convolution,
 PyTorch's does and the epilogue runs as one in-place pass (``epilogue_``), or as PyTorch operations
 where the kernels are off. Every function computes exactly :func:`reference`.
 """

@@ -1,5 +1,5 @@
 """Inference with BatchNorm folded (:mod:`.fold`): each layer as one convolution whose epilogue does
-the element-wise work while the output is still in cache (:mod:`mgiad.kernels.epilogue`). With
+the element-wise work as the output is computed (:mod:`mgiad.kernels.epilogue`). With
 ``s1``, ``t1`` the first BatchNorm of a smoothing step as an affine map and ``B' = s2 B``,
 ``b2`` the second folded into ``B``, eq. (5) becomes two passes:
 
