@@ -150,6 +150,9 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(f"ratios (x base) against {base}; batch {s['batch_size']}, {s['image_size']}x"
                  f"{s['image_size']}, {s['device']}, {s['dtype']}, {s['threads']} threads, "
                  f"channels_last={s['channels_last']}; memory: {s['memory_method']}")
+    executors = sorted({r["infer_executor"] for r in report["models"] if r.get("infer_executor")})
+    if executors:
+        lines.append(f"inference: mgiad.optimize_for_inference, executor {', '.join(executors)}")
     return "\n".join(lines)
 
 
