@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     if args.model is not None:
         from ..models import create_model
-        model = create_model(args.model, pretrained=True).to(device)
+        model = create_model(args.model, pretrained=True).to(device).eval()
     else:
         model = load(args.checkpoint, device)
     recorded = getattr(model, "preprocessing", {}) or {}

@@ -29,7 +29,7 @@ from . import fast, recompute
 from .checks import is_tracing
 
 __all__ = ["conv2d", "conv_bn_relu", "smoothing_step", "smooth_step", "segment", "zero_features",
-           "input_layout", "recompute_mode"]
+           "input_layout", "output_layout", "run_blocks", "recompute_mode"]
 
 _SCOPES = {"level": ("level", "step"), "step": ("step",)}
 
@@ -66,8 +66,8 @@ def conv_bn_relu(block: nn.Sequential, x: Tensor) -> Tensor:
 
 def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
     """One smoothing step (eq. 5) with ``A(u)`` given: the fast path (``impl="fast"``, training)
-    or the reference code."""
-    if step.impl == "fast" and not is_tracing() and fast.applies(step, B, u):
+    or the reference code (also while a step's correction may be dropped: ``drop_path``)."""
+    if step.impl == "fast" and not _drops(step) and not is_tracing() and fast.applies(step, B, u):
         return fast.smoothing_step(step, u, f, A_u, B)
     return step.reference_forward(u, f, A_u, B)
 
@@ -77,10 +77,15 @@ def smooth_step(step: nn.Module, u: Tensor, f: Tensor, A: nn.Module, B: nn.Modul
     """One smoothing step with smoother ``A``, ``B``; ``A_u`` is ``A(u)`` if the caller has it.
     Under ``recompute="step"`` only ``u``, ``f`` are stored (folded steps never recompute)."""
     if getattr(step, "recompute", False) and recompute.recomputes(step):
-        if step.impl == "fast" and fast.plain_conv(A) and fast.applies(step, B, u):
+        if step.impl == "fast" and not _drops(step) and fast.plain_conv(A) and fast.applies(step, B, u):
             return recompute.smoothing_step(step, u, f, A, B, A_u)
         return recompute.recomputed(step, u, f, fn=functools.partial(_step_with_A, step, A, B))
     return step(u, f, A(u) if A_u is None else A_u, B)
+
+
+def _drops(step: nn.Module) -> bool:
+    """Whether the step's correction may be dropped now (stochastic depth, training only)."""
+    return bool(getattr(step, "drop_path", 0.0)) and step.training
 
 
 def _step_with_A(step: nn.Module, A: nn.Module, B: nn.Module, u: Tensor, f: Tensor) -> Tensor:
@@ -139,3 +144,25 @@ def input_layout(model: nn.Module, x: Tensor) -> Tensor:
         if not (x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last)):
             x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
     return x
+
+
+def output_layout(x_in: Tensor, x: Tensor, u: Tensor) -> Tensor:
+    """``u`` in the memory format the caller gave: contiguous NCHW when :func:`input_layout`
+    made an NHWC copy ``x`` of the input ``x_in`` (a feature map for ``.view`` and friends)."""
+    return u.contiguous() if x is not x_in else u
+
+
+def run_blocks(model: nn.Module, blocks: nn.Sequential, x: Tensor,
+               ends: tuple[int, ...] = ()) -> tuple[Tensor, list[Tensor]]:
+    """``blocks`` one after the other; each is a recomputed segment (its input stored only)
+    under ``model.grad_checkpointing`` while recomputation applies. Returns the output and the
+    outputs of the blocks with the indices ``ends``; stops after the last of them, if any."""
+    segments = model.grad_checkpointing and recompute.recomputes(model)
+    kept = []
+    for i, block in enumerate(blocks):
+        x = recompute.recomputed(block, x) if segments else block(x)
+        if i in ends:
+            kept.append(x)
+            if len(kept) == len(ends):
+                break
+    return x, kept
