@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ..utils.checkpoint import CheckpointError, load_checkpoint, load_model_state
-from ._hub import (CONFIG_NAME, PREPROCESSING_NAME, WEIGHTS_NAME, checkpoint_preprocessing, read_json,
-                   read_safetensors, resolve)
+from ._hub import (CONFIG_NAME, PREPROCESSING_NAME, PRETRAINED_CFG_NAME, WEIGHTS_NAME,
+                   checkpoint_preprocessing, read_json, read_safetensors, resolve)
 
 __all__ = ["load_model", "from_pretrained", "model_from_checkpoint"]
 
@@ -25,20 +25,26 @@ def _is_pretrained_name(source) -> bool:
 
 
 def load_model(source: str | os.PathLike, map_location: str | torch.device = "cpu",
-               **kwargs: Any) -> nn.Module:
+               checkpoint: str | None = None, **kwargs: Any) -> nn.Module:
     """The one way to load a trained model, whatever holds it.
 
-    ``source``: a pretrained name shipped with mgiad (``mgiad.list_pretrained()``; ``kwargs`` as
-    for ``create_model(name, pretrained=True, **kwargs)``), a ``save_pretrained`` directory (or its
-    ``model.safetensors``), a run directory (``best.pt`` preferred over ``last.pt``), or a
-    ``best.pt`` / ``last.pt`` file. The model is
-    returned in eval mode, with ``model.config`` (its create_model arguments) and, where known,
-    ``model.preprocessing`` (dataset, image_size, in_chans, mean, std of its training inputs).
+    ``source``: a pretrained name shipped with mgiad (``mgiad.list_pretrained()``, made from
+    their runs' ``last.pt``, the final model; ``kwargs`` as for ``create_model(name,
+    pretrained=True, **kwargs)``), a ``save_pretrained`` directory (or its ``model.safetensors``),
+    a run directory, or a ``best.pt`` / ``last.pt`` file. Of a run directory, ``checkpoint``
+    chooses the file: ``"best"`` (the epoch of the best test accuracy) or ``"last"`` (the final
+    model, as shipped weights); by default ``best.pt``, else ``last.pt``. The model is returned in
+    eval mode, with ``model.config`` (its create_model arguments) and, where known,
+    ``model.preprocessing`` (dataset, image_size, in_chans, mean, std of its training inputs) and
+    ``model.pretrained_cfg`` (shipped weights, also after a ``save_pretrained`` round trip).
     """
     if kwargs or _is_pretrained_name(source):
+        if checkpoint is not None:
+            raise ValueError("checkpoint chooses a file of a run directory; shipped weights are "
+                             "one file (made from their run's last.pt)")
         from ._factory import create_model
         return create_model(str(source), pretrained=True, **kwargs).to(map_location).eval()
-    kind, where = resolve(source)
+    kind, where = resolve(source, checkpoint)
     if kind == "checkpoint":
         model, state = model_from_checkpoint(where, map_location)
         model.preprocessing = checkpoint_preprocessing(state["config"])
@@ -55,6 +61,8 @@ def load_model(source: str | os.PathLike, map_location: str | torch.device = "cp
     load_model_state(model, state, f"weights file {folder / WEIGHTS_NAME}")
     preprocessing = folder / PREPROCESSING_NAME
     model.preprocessing = dict(read_json(preprocessing)) if preprocessing.is_file() else {}
+    if (folder / PRETRAINED_CFG_NAME).is_file():
+        model.pretrained_cfg = dict(read_json(folder / PRETRAINED_CFG_NAME))
     return model.to(map_location).eval()
 
 
@@ -72,7 +80,9 @@ def model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.dev
     return model, state
 
 
-def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    checkpoint: str | None = None) -> nn.Module:
     """Rebuild a model saved by :func:`~mgiad.models.save_pretrained` or trained by ``mgiad
-    train``: :func:`load_model` under the Hugging Face name."""
-    return load_model(path, map_location)
+    train``: :func:`load_model` under the Hugging Face name. Of a run directory it loads
+    ``best.pt`` (else ``last.pt``); ``checkpoint="last"`` loads the final model."""
+    return load_model(path, map_location, checkpoint=checkpoint)
