@@ -36,6 +36,7 @@ def run_record(trainer, checkpoint: dict | None = None, extended: dict | None = 
     described = {"train": trainer.config.to_json(), "model": trainer.config.model,
                  "model_args": model_args, "dataset": info.name, "image_size": info.image_size,
                  "mean": list(info.mean), "std": list(info.std),
+                 "class_names": list(info.class_names) if info.class_names else None,
                  "num_classes": model.num_classes, "in_chans": model.in_chans,
                  "mgiad_version": __version__, "torch_version": str(torch.__version__),
                  "world_size": runtime.world_size, "device": runtime.device.type,

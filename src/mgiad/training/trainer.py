@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import build_loaders, dataset_info
-from ..models import create_model
+from ..models import create_model, initialize_from
 from ..utils.checkpoint import save_checkpoint, write_json_atomic
 from ..utils.counting import count_flops, count_parameters
 from . import record
@@ -88,7 +88,12 @@ class Trainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.model = model = create_model(config.model, **config.model_args)
-        self.info = info = dataset_info(config.dataset)
+        self.info = info = dataset_info(config.dataset, config.data_dir)
+        source = config.pretrained or config.init_from
+        if source is not None and checkpoint is None:  # a resumed run has its own weights
+            report = initialize_from(model, source)
+            if runtime.is_main:
+                self.log(report)
         self.weights, self.flops = count_parameters(model), count_flops(model, info.image_size)
         model.to(runtime.device)
         if self.channels_last:
