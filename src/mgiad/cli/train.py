@@ -6,7 +6,7 @@ import argparse
 from ..models import list_models
 from .args import add_data_arguments, add_model_arguments, model_kwargs_from_args
 
-HELP = "train a model (default: MGiaD on the bundled digits, offline, < 3 min)"
+HELP = "train a model (default: MGiaD on the bundled digits, offline, ~1.5 min on a CPU)"
 DESCRIPTION = """\
 Train with the paper's recipe (SGD, momentum 0.9, weight decay 1e-4, batch 128, lr 0.05, cosine,
 400 epochs; Fashion-MNIST: lr x0.1 every 25 epochs; ImageNet: batch 512). Writes config.json,
@@ -53,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
                    help="continue the run in RUN (a run directory or its last.pt; default: --out)")
     e.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on for CUDA, where it is ~2x faster; off on CPU; "
+                   help="bf16 autocast (default: on for CUDA, where it is ~2x faster; off on the "
+                   "CPU, where --amp autocasts to bf16 too, worth it on CPUs with AVX512-BF16 "
+                   "or AMX; "
                    "--no-amp on CUDA is strict float32, TF32 off; mgiad reproduce trains in "
                    "float32 as the paper)")
     e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,

@@ -19,6 +19,7 @@ from . import download as dl
 from .classfolders import FOLDER_HELP, IMAGE_SUFFIXES, scan_class_folders
 from .classfolders import images_in as _images_in
 from .errors import DatasetError
+from ..utils.errors import install_hint
 
 __all__ = ["load_tiny_imagenet", "scan_imagenet", "scan_class_folders", "load_image_folder",
            "ImageFolderDataset", "decode_rgb", "random_resized_crop", "resize_center_crop",
@@ -32,8 +33,8 @@ def _pil():
         from PIL import Image
         return Image
     except Exception as err:
-        raise DatasetError(f"decoding JPEG datasets needs Pillow ({err}); install it with "
-                           f"`pip install Pillow`.") from err
+        raise DatasetError(f"decoding image folders needs Pillow ({err}); install it: "
+                           + install_hint("images", "Pillow") + ".") from err
 
 
 def decode_rgb(path: Path, size: int | None = None):

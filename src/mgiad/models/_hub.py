@@ -16,7 +16,7 @@ else ``last.pt``, the final model; ``checkpoint="last"`` chooses the final one, 
 shipped weights are made from) or a ``best.pt`` / ``last.pt`` file; those are loaded with
 ``weights_only=True``.
 
-safetensors is an optional dependency (``pip install safetensors``, or the ``hub`` extra): saving
+safetensors is an optional dependency (the ``hub`` extra, or ``safetensors`` itself): saving
 needs it; loading uses it when installed and otherwise reads the (simple) format itself, so the
 pretrained weights shipped with mgiad (:mod:`mgiad.models._pretrained`) load with torch alone.
 """
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils.errors import MissingDependencyError
+from ..utils.errors import MissingDependencyError, install_hint
 from ..utils.checkpoint import (CheckpointError, atomic_write, load_checkpoint, load_model_state,
                                 write_json_atomic)
 
@@ -56,8 +56,8 @@ def _safetensors_torch():
     except Exception as exc:  # not installed, or broken: either way, say what to do
         raise MissingDependencyError(
             f"saving and loading models in the safetensors format needs the safetensors package "
-            f"({type(exc).__name__}: {exc}); install it with `pip install safetensors` "
-            "(or `pip install mgiad[hub]`)") from None
+            f"({type(exc).__name__}: {exc}); install it: "
+            f"{install_hint('hub', 'safetensors')}") from None
     return st
 
 

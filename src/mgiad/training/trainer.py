@@ -157,6 +157,9 @@ class Trainer:
                     self.writer.close()
         last = self.history[-1]
         # the paper's train accuracy: the final model in eval mode on the un-augmented training set
+        if runtime.is_main:
+            self.log(f"measuring the train accuracy: the final model in eval mode on the "
+                     f"{self.train_loader.dataset_size:,} training images")
         train = evaluate(self.model, self.train_loader.evaluation(), runtime, self.amp,
                          self.channels_last)
         summary = record.summary(self, train)

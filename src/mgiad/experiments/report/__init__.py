@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ...training.progress import plural
+from ...utils.errors import install_hint
 from .grouping import (OTHER, Group, _md, comparable_weights, deduplicate, display_name, family,
                        group_runs, load_runs)
 from .runs import CORRUPT_METRICS, Run, mean_std, train_accuracy
@@ -73,7 +74,7 @@ def write_report(roots: Iterable[str | Path] | str | Path, out: str | Path,
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            log("figures skipped: matplotlib is not installed (pip install 'mgiad[plot]')")
+            log("figures skipped: matplotlib is not installed; " + install_hint("plot", "matplotlib"))
             plotting = False
     finished = sum(len(g.runs) for g in groups)
     running = sum(len(g.running) for g in groups)
