@@ -79,3 +79,27 @@ def test_train_says_what_it_does_while_it_measures_train_accuracy(tmp_path):
 def test_project_license_is_an_spdx_string():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["license"] == "MIT"
+
+
+@pytest.mark.parametrize("name", ["mgiad", "mgnet", "mgic", "resnet20"])
+def test_gradients_have_their_parameters_strides_so_ddp_does_not_warn(name, tmp_path):
+    import warnings
+
+    import torch.distributed as dist
+
+    import mgiad
+    kwargs = {"mgiad": dict(widths=(8, 16), coarse_channels=4, group_size=2),
+              "mgnet": dict(widths=(8, 16)), "mgic": dict(widths=(8, 16), coarse_channels=4,
+                                                          group_size=2), "resnet20": {}}[name]
+    model = mgiad.create_model(name, in_chans=1, **kwargs)  # NHWC fast path, C++ kernels
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                net(torch.randn(4, 1, 32, 32)).sum().backward()
+    finally:
+        dist.destroy_process_group()
+    assert not [w for w in caught if "bucket view strides" in str(w.message)]
+    assert all(p.grad.stride() == p.stride() for p in model.parameters())

@@ -29,7 +29,8 @@ from . import fast, recompute
 from .checks import is_tracing
 
 __all__ = ["conv2d", "conv_bn_relu", "smoothing_step", "smooth_step", "segment", "zero_features",
-           "input_layout", "output_layout", "run_blocks", "recompute_mode"]
+           "input_layout", "output_layout", "run_blocks", "recompute_mode",
+           "gradients_in_parameter_layout"]
 
 _SCOPES = {"level": ("level", "step"), "step": ("step",)}
 
@@ -166,3 +167,27 @@ def run_blocks(model: nn.Module, blocks: nn.Sequential, x: Tensor,
             if len(kept) == len(ends):
                 break
     return x, kept
+
+
+# -------------------------------------------------------------------------------- gradients
+def gradients_in_parameter_layout(model: nn.Module) -> None:
+    """Make every parameter's gradient arrive in the parameter's own strides.
+
+    oneDNN (a convolution with an NHWC input, as the fast path feeds it on the CPU) and the C++
+    kernels give some weight gradients other strides than their weight in dimensions of size 1:
+    a (C, 1, 3, 3) stem weight gets channels-last strides, a (C, 2, 1, 1) transfer weight
+    arbitrary ones. Autograd keeps them (its layout contract ignores size-1 dimensions), but
+    DistributedDataParallel compares every stride with its bucket views, warns "Grad strides do
+    not match bucket view strides" on every rank and copies instead of viewing. Such a gradient
+    describes the same memory with the parameter's strides, so re-striding it is free."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_hook(functools.partial(_in_layout_of, p))
+
+
+def _in_layout_of(param: Tensor, grad: Tensor) -> Tensor | None:
+    if grad.stride() == param.stride() or grad.shape != param.shape or grad.layout != torch.strided:
+        return None  # keep the gradient as it is
+    if all(a == b for n, a, b in zip(grad.shape, grad.stride(), param.stride()) if n > 1):
+        return grad.as_strided(grad.shape, param.stride(), grad.storage_offset())
+    return None

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from torch import Tensor, nn
 
 from ..layers import Classifier, check_positive_int, check_rate
-from ..layers.dispatch import run_blocks
+from ..layers.dispatch import gradients_in_parameter_layout, run_blocks
 
 __all__ = ["ImageClassifier", "param_groups_weight_decay", "check_num_classes"]
 
@@ -50,12 +50,15 @@ class ImageClassifier(nn.Module):
         self.drop_rate = check_rate("drop_rate", drop_rate)
 
     def init_head(self, channels: list[int], modules: list[str]) -> None:
-        """The classifier on the last level, and ``feature_info`` (one entry per level)."""
+        """The classifier on the last level, and ``feature_info`` (one entry per level); called
+        once the other modules exist."""
         reduction = 4 if self.stem.kind == "imagenet" else 1
         self.feature_info = [dict(num_chs=c, reduction=reduction * 2 ** l, module=m)
                              for l, (c, m) in enumerate(zip(channels, modules))]
         self.num_features = self.head_hidden_size = channels[-1]
         self.head = Classifier(channels[-1], self.num_classes, self.global_pool, self.drop_rate)
+        # gradients in their parameters' strides: no DDP bucket-view warning and copy
+        gradients_in_parameter_layout(self)
 
     # ------------------------------------------------------------------------------ forward
     def forward_levels(self, x: Tensor, indices: Iterable[int]) -> list[Tensor]:
@@ -94,6 +97,7 @@ class ImageClassifier(nn.Module):
         if global_pool is not None:
             self.global_pool = global_pool
         self.head = Classifier(self.num_features, num_classes, self.global_pool, self.drop_rate)
+        gradients_in_parameter_layout(self.head)
         if isinstance(getattr(self, "config", None), dict):
             self.config.update(num_classes=num_classes, global_pool=self.global_pool)
 
