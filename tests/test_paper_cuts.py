@@ -103,3 +103,24 @@ def test_gradients_have_their_parameters_strides_so_ddp_does_not_warn(name, tmp_
         dist.destroy_process_group()
     assert not [w for w in caught if "bucket view strides" in str(w.message)]
     assert all(p.grad.stride() == p.stride() for p in model.parameters())
+
+
+def test_estimates_leave_out_the_first_step_and_its_one_time_costs(monkeypatch):
+    from mgiad.training import progress
+    clock = iter([0.0, 60.0] + [60.0 + 0.1 * i for i in range(1, 40)])  # a 60 s first step
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    lines = []
+    reporter = progress.ProgressReporter(lines.append, total_steps=1000, done_steps=0)
+    reporter.start_epoch()
+    for _ in range(21):
+        reporter.step()
+    assert len(lines) == 1 and "0.100 s/step" in lines[0] and "1m 38s" in lines[0], lines
+
+
+def test_kernels_are_prepared_before_the_timed_steps(tmp_path, monkeypatch):
+    import mgiad.kernels
+    lines = []
+    real = mgiad.kernels.available
+    monkeypatch.setattr(mgiad.kernels, "available", lambda: lines.append("kernels") or real())
+    train(tiny_config(tmp_path / "run", epochs=1), log=lines.append)
+    assert lines.index("kernels") < next(i for i, l in enumerate(lines) if l.startswith("plan:"))

@@ -95,6 +95,9 @@ class Trainer:
             if runtime.is_main:
                 self.log(report)
         self.weights, self.flops = count_parameters(model), count_flops(model, info.image_size)
+        if runtime.device.type == "cpu" and getattr(model, "impl", None) == "fast":
+            from .. import kernels
+            kernels.available()  # a first build happens now, saying so, not in a timed step
         model.to(runtime.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
