@@ -56,6 +56,8 @@ def test_train_on_a_folder_then_predict_names_its_classes(folder, tmp_path, caps
     assert main(["predict", "--checkpoint", str(out), str(folder / "val" / "two" / "0.png")]) == 0
     printed = capsys.readouterr().out
     assert any(name in printed for name in ("one", "two", "zero"))
+    assert main(["eval", "--checkpoint", str(out)]) == 0  # the run's folder, as recorded
+    assert "18" in capsys.readouterr().out  # the 18 validation images
 
 
 def test_init_from_a_run_with_other_classes_gets_a_new_head(folder, tmp_path, capsys):

@@ -198,7 +198,8 @@ def load_image_folder(data_dir: Path, workers: int | None = None, log=None) -> d
     out = {}
     for split, samples in splits.items():
         if log is not None:
-            log(f"decoding {len(samples):,} {split} images of {data_dir} ({FOLDER_SIZE}x{FOLDER_SIZE} RGB)")
+            folder = Path(data_dir) / ("train" if split == "train" else "val")
+            log(f"decoding the {len(samples):,} images of {folder} ({FOLDER_SIZE}x{FOLDER_SIZE} RGB)")
         x = _decode_all(samples, FOLDER_SIZE, workers)
         out[split] = (torch.from_numpy(x), torch.tensor([s[1] for s in samples], dtype=torch.int64))
     return out
