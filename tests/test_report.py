@@ -459,7 +459,7 @@ def test_accuracy_figure_keeps_budgets_apart_and_is_readable():
 
 
 def test_learning_curves_show_the_paper_and_where_runs_stand():
-    from mgiad.report_figures import learning_curves_figure
+    from mgiad.experiments.report.curves import learning_curves_figure
     epochs = list(range(1, 31))
 
     def run(seed, n, finished, final):
@@ -490,7 +490,7 @@ def test_learning_curves_show_the_paper_and_where_runs_stand():
 
 
 def test_learning_curves_focus_on_the_band_the_runs_settle_in():
-    from mgiad.report_figures import learning_curves_figure
+    from mgiad.experiments.report.curves import learning_curves_figure
     epochs = list(range(1, 31))
 
     def run(seed, dip):

@@ -89,15 +89,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = model = create_model(config.model, **config.model_args)
         self.info = info = dataset_info(config.dataset, config.data_dir)
-        source = config.pretrained or config.init_from
-        if source is not None and checkpoint is None:  # a resumed run has its own weights
-            report = initialize_from(model, source)
-            if runtime.is_main:
-                self.log(report)
+        _prepare(model, config, runtime, self.log if checkpoint is None else None)
         self.weights, self.flops = count_parameters(model), count_flops(model, info.image_size)
-        if runtime.device.type == "cpu" and getattr(model, "impl", None) == "fast":
-            from .. import kernels
-            kernels.available()  # a first build happens now, saying so, not in a timed step
         model.to(runtime.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -299,6 +292,20 @@ class Trainer:
         if last.is_file():
             return f"{last} still holds the last good state."
         return "no checkpoint had been written yet."
+
+
+def _prepare(model: torch.nn.Module, config: TrainConfig, runtime, log) -> None:
+    """Before the first step: the weights of ``--pretrained`` / ``--init-from`` (``log``: not
+    resuming, a resumed run has its own), and on the CPU the C++ kernels, so that a first build
+    happens now, saying so, and not inside a timed step."""
+    source = config.pretrained or config.init_from
+    if source is not None and log is not None:
+        report = initialize_from(model, source)
+        if runtime.is_main:
+            log(report)
+    if runtime.device.type == "cpu" and getattr(model, "impl", None) == "fast":
+        from .. import kernels
+        kernels.available()
 
 
 def train(config: TrainConfig, resume: str | os.PathLike | None = None, log=print,

@@ -112,7 +112,8 @@ def write_report(roots: Iterable[str | Path] | str | Path, out: str | Path,
         written["tables"] += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
         sections.append(md)
         if plotting:
-            from .figures import plot_accuracy, plot_learning_curves
+            from .curves import plot_learning_curves
+            from .figures import plot_accuracy
             if rows:
                 paths = plot_accuracy(title, figure_subtitle(done, False), rows, stem)
                 written["figures"] += paths

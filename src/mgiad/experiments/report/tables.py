@@ -151,7 +151,7 @@ def progress_rows(group: Group) -> list[dict[str, Any]]:
 
 def curves_of(groups: list[Group]) -> list[dict[str, Any]]:
     """Per-epoch data of every run (finished and in progress) for
-    :func:`.figures.plot_learning_curves`: one dict per configuration and budget."""
+    :func:`.curves.plot_learning_curves`: one dict per configuration and budget."""
     curves = []
     for g in groups:
         clash = sum(1 for other in groups if other.label == g.label and other.key != g.key)
