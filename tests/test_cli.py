@@ -81,4 +81,4 @@ def test_bench_help_is_plain_text():
     out = subprocess.run([sys.executable, "-m", "mgiad", "bench", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "``" not in out and ":func:" not in out and "**" not in out
-    assert "mgiad.layers.fold.fuse_bn" in out
+    assert "mgiad.optimize_for_inference" in out

@@ -143,3 +143,25 @@ def test_pil_crops():
     out = random_resized_crop(img, 16, random.Random(0), scale=(5.0, 5.0))
     assert out.size == (16, 16)
     assert resize_center_crop(img, 40, 32).size == (32, 32)
+
+
+def test_an_imagenet_folder_of_another_size_is_refused_as_readme_promises(tmp_path):
+    """1 class and 16 images would train a 1000-class model without a word."""
+    write_imagenet_folders(tmp_path, ("n01",), n_train=12, n_val=4, size=(40, 40))
+    with pytest.raises(DatasetError, match="imagenet: 1 class folder where imagenet has 1,000.*"
+                       "1,000 outputs.*--no-verify-data"):
+        build_loaders("imagenet", tmp_path, batch_size=2, workers=0, verify=True)
+    train, _ = build_loaders("imagenet", tmp_path, batch_size=2, workers=0)
+    assert train.dataset_size == 12
+
+
+def test_a_corrupt_jpeg_read_by_a_worker_is_one_line(tmp_path):
+    written = write_imagenet_folders(tmp_path, ("n01", "n02"), n_train=2, n_val=1, size=(40, 40))
+    broken = written["test"][0][0]
+    broken.write_bytes(broken.read_bytes()[:40])
+    _, test = build_loaders("imagenet", tmp_path, batch_size=2, workers=1)
+    with pytest.raises(DatasetError) as caught:
+        list(test)
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"cannot decode image {broken}") and "corrupt" in message

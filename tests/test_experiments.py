@@ -277,3 +277,30 @@ def test_slurm_builds_one_job_per_unfinished_run(grid, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # not installed: a clear error
     with pytest.raises(ValueError, match=r"mgiad\[slurm\]"):
         ex.submit_slurm(pending, root, OPTIONS)
+
+
+def test_a_run_directory_holding_another_configuration_is_refused_naming_both(grid, tmp_path,
+                                                                               monkeypatch):
+    """A folder under the plan's name that holds another network (or seed) is neither skipped
+    nor resumed: the report would file it under this run's paper row."""
+    import shutil
+    root, specs, _ = grid
+    by = {(s.entry.model, s.seed): s for s in specs}
+    mgiad0, mgiad1, resnet0 = by["mgiad", 0], by["mgiad", 1], by["resnet20", 0]
+    shutil.copytree(resnet0.directory(root), mgiad0.directory(tmp_path))  # another network
+    shutil.copytree(mgiad0.directory(root), mgiad1.directory(tmp_path))   # another seed
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("trained"))
+    results = ex.run_grid([mgiad0, mgiad1], tmp_path, OPTIONS, log=quiet)
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert "resnet20_x0p5" in results[0].error and "mgiad_8_16_ck4_gs2" in results[0].error
+    assert "mgiad_8_16_ck4_gs2 with seed=0; the plan's is mgiad_8_16_ck4_gs2 with seed=1" in results[1].error
+    # the record of the run that was there is untouched
+    assert json.loads((mgiad0.directory(tmp_path) / "experiment.json").read_text())["model"] == "resnet20"
+    # the grid's own runs still pass the check (and are skipped)
+    assert [r.status for r in ex.run_grid(specs, root, OPTIONS, log=quiet)] == ["skipped"] * 4
+
+
+def test_an_empty_shard_is_an_error_not_the_whole_grid(capsys):
+    assert main(["reproduce", "--table", "2", "--shard", "", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--shard takes i/n" in err and "Traceback" not in err

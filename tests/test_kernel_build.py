@@ -183,3 +183,37 @@ def test_misspelt_settings_warn(monkeypatch):
     monkeypatch.setenv("MGIAD_KERNELS_ISA", "sse2")
     with pytest.warns(RuntimeWarning, match="MGIAD_KERNELS_ISA='sse2'"):
         runtime.isa()
+
+
+def test_the_fallback_warning_is_one_line(tmp_path):
+    """No compiler and an empty cache: stderr holds the warning and nothing else, on one line
+    (``warnings.warn`` would print the calling script's source line under it)."""
+    script = tmp_path / "script.py"
+    script.write_text("from mgiad import kernels\nprint(kernels.available())\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         env={**ROOT_ENV, "CXX": "no-such-c++-compiler",
+                              "MGIAD_KERNELS_CACHE": str(tmp_path)})
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and "no C++ compiler" in lines[0], out.stderr
+    assert "using PyTorch's convolutions" in lines[0]
+
+
+def test_two_checkouts_with_identical_sources_share_one_build(tmp_path):
+    """The cache folder is named after the sources' contents, not their paths: a second checkout
+    loads the first one's build (here no compiler is found, so a rebuild would fall back)."""
+    real, folder = _cache_with(tmp_path / "cache")
+    shutil.copytree(real, folder)
+    package = os.path.dirname(os.path.dirname(build.__file__))
+    ignore = shutil.ignore_patterns("__pycache__", "*.safetensors")
+    for checkout in ("a", "b"):
+        shutil.copytree(package, tmp_path / checkout / "mgiad", ignore=ignore)
+        out = subprocess.run(
+            [sys.executable, "-c", "from mgiad.kernels import build; print(build.__file__, build.load())"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**ROOT_ENV, "PYTHONPATH": str(tmp_path / checkout), "CXX": "no-such-c++-compiler",
+                 "MGIAD_KERNELS_CACHE": str(tmp_path / "cache")})
+        where, loaded = out.stdout.split()
+        assert where.startswith(str(tmp_path / checkout)) and loaded == "True", out.stderr
+        assert "building" not in out.stderr and "warning" not in out.stderr.lower()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [folder.name]

@@ -247,7 +247,7 @@ def test_fast_model_same_with_and_without_kernels(recompute, monkeypatch, one_th
     calls = []
     for kind, ops in list(transfers.KERNELS.items()):
         monkeypatch.setitem(transfers.KERNELS, kind, autograd.ConvKernels(
-            *(lambda *a, f=f, tag=tag: calls.append(tag) or f(*a) for f, tag in zip(ops, "fiw"))))
+            *(lambda *a, f=f, tag=tag: calls.append(tag) or f(*a) for f, tag in zip(ops, "fiwe"))))
     other = copy.deepcopy(model)
     with_kernels = _step(model, x, y)
     assert {"f", "i", "w"} <= set(calls)

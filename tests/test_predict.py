@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 import mgiad
 from mgiad.cli import main
-from mgiad.predict import CLASS_NAMES, Preprocessing, find_images, load_image, predict_files
+from mgiad.predict import (CLASS_NAMES, ImageReadError, Preprocessing, find_images, load_image,
+                           predict_files)
 from interop_helpers import one_thread, randomize_bn, write_run  # noqa: F401  (one_thread: autouse)
 
 Image = pytest.importorskip("PIL.Image", reason="predict reads images with Pillow")
@@ -218,3 +219,89 @@ def test_light_fashion_images_get_a_hint_to_invert(fashion_run, digits_run, tmp_
     # only Fashion-MNIST models expect a dark background
     assert main(["predict", "--checkpoint", str(digits_run), str(light), "--device", "cpu"]) == 0
     assert "hint" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- high bit depths, damaged records
+def test_16_and_32_bit_integer_and_float_images_are_rescaled_not_clipped(tmp_path):
+    """Pillow's own conversion clips 16-bit pixels at 255 (a white silhouette) and float pixels
+    in 0..1 to black; they are rescaled to what the 8-bit image would give."""
+    pixels = random_pixels((28, 28), 3)
+    pre = Preprocessing(32, 1, (0.5,), (0.5,), "fashion-mnist")
+    eight = load_image(save(pixels, tmp_path / "8.png"), pre)
+    sixteen = tmp_path / "16.png"
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(sixteen)
+    assert Image.open(sixteen).mode.startswith("I")
+    int32 = tmp_path / "32.tiff"
+    Image.fromarray(pixels.astype(np.int32) * 257, mode="I").save(int32)
+    floats = tmp_path / "f.tiff"
+    Image.fromarray(pixels.astype(np.float32) / 255, mode="F").save(floats)
+    for path in (sixteen, int32, floats):
+        assert torch.equal(load_image(path, pre), eight), path.name
+    rgb = Preprocessing(32, 3, (0.5,) * 3, (0.5,) * 3, "cifar10")
+    assert torch.equal(load_image(sixteen, rgb), load_image(tmp_path / "8.png", rgb))
+
+
+def test_pixel_ranges_that_cannot_be_told_apart_are_refused(tmp_path):
+    pre = Preprocessing(32, 1, (0.5,), (0.5,), "cifar10")
+    wide = tmp_path / "wide.tiff"
+    Image.fromarray(np.full((8, 8), 70000, np.int32), mode="I").save(wide)
+    with pytest.raises(ImageReadError, match=r"wide.tiff: 32-bit integer pixels from 70000"):
+        load_image(wide, pre)
+    scaled = tmp_path / "scaled.tiff"
+    Image.fromarray(np.full((8, 8), 200.0, np.float32), mode="F").save(scaled)
+    with pytest.raises(ImageReadError, match=r"scaled.tiff: floating-point pixels from 200 to 200"):
+        load_image(scaled, pre)
+    nan = tmp_path / "nan.tiff"
+    Image.fromarray(np.full((8, 8), np.nan, np.float32), mode="F").save(nan)
+    with pytest.raises(ImageReadError, match="floating-point pixels"):
+        load_image(nan, pre)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"std": [0.0]}, "std .* <= 0"), ({"std": [float("nan")]}, "finite"),
+    ({"mean": "0.5"}, "list of numbers"), ({"image_size": 10 ** 6}, "image_size=1,000,000 is beyond"),
+    ({"image_size": 0}, "positive integer")])
+def test_a_damaged_preprocessing_record_is_refused(change, message):
+    recorded = {"dataset": "fashion-mnist", "image_size": 32, "mean": [0.3], "std": [0.35], **change}
+    with pytest.raises(ValueError, match=message):
+        Preprocessing.resolve(recorded, 1)
+
+
+def test_preprocessing_json_that_is_not_an_object_is_one_line(digits_run, tmp_path, capsys):
+    folder = tmp_path / "saved"
+    mgiad.save_pretrained(mgiad.load_model(digits_run), folder)
+    (folder / "preprocessing.json").write_text("[1, 2]")
+    image = save(random_pixels((8, 8), 0), tmp_path / "x.png")
+    assert main(["predict", "--checkpoint", str(folder), str(image), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "preprocessing.json" in err and "not an object" in err and "Traceback" not in err
+
+
+def _fashion_test_image(index):
+    from mgiad.data.idx import FASHION_FILES, _file, find_fashion_mnist, read_idx
+    from train_helpers import DATA_DIR
+    folder = find_fashion_mnist(DATA_DIR)
+    if folder is None:
+        pytest.skip("no Fashion-MNIST in $MGIAD_DATA_DIR")
+    images, labels = FASHION_FILES["test"]
+    return read_idx(_file(folder, images), 2051)[index], int(read_idx(_file(folder, labels), 2049)[index])
+
+
+def test_a_genuine_pullover_gets_no_invert_hint_and_unreadable_files_are_not_counted(tmp_path, capsys):
+    """Test image 1 is a pullover filling most of its frame (mean pixel 0.71): the hint must not
+    fire for it, and the hint's count leaves out the files that could not be read."""
+    pullover, label = _fashion_test_image(1)
+    assert label == 2 and pullover.mean() / 255 > 0.5
+    real = save(pullover, tmp_path / "pullover.png")
+    negative = save(255 - pullover, tmp_path / "negative.png")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    name = "mgiad_16_32_64_ck16_gs8.fmnist_paper_e30"
+    assert main(["predict", "--model", name, "--device", "cpu", "--json", str(real)]) == 0
+    captured = capsys.readouterr()
+    assert "hint" not in captured.err
+    assert json.loads(captured.out)[0]["predictions"][0]["label"] == "Pullover"
+    assert main(["predict", "--model", name, "--device", "cpu", "--json", str(real),
+                 str(negative), str(broken)]) == 1
+    hints = [line for line in capsys.readouterr().err.splitlines() if "hint" in line]
+    assert len(hints) == 1 and "1 of 2 images are mostly light" in hints[0]

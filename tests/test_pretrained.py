@@ -430,3 +430,41 @@ def test_shipped_model_on_the_full_test_set(entry, monkeypatch):
     result = evaluate(model, test, Runtime(torch.device("cpu")))
     assert test.dataset_size == entry["accuracy"]["test_images"]
     assert abs(result["acc"] - entry["accuracy"]["test_acc"]) <= 0.01 + 1e-9, (result, entry["accuracy"])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.update(final_test_acc=float("nan")), "final_test_acc must be a finite number"),
+    (lambda s: s.update(final_test_acc="97.5"), "final_test_acc must be a number"),
+    (lambda s: s.pop("final_test_acc"), "records no final_test_acc"),
+    (lambda s: s.update(best_test_acc=float("inf")), "best_test_acc must be a finite number"),
+    ("[1, 2]", "not an object"), ("{", "not JSON")])
+def test_a_malformed_summary_is_refused_in_one_line_and_never_shipped(shipped, tmp_path, capsys,
+                                                                     damage, message):
+    run = tmp_path / "run"
+    shutil.copytree(shipped.run, run)
+    if isinstance(damage, str):
+        (run / "summary.json").write_text(damage)
+    else:
+        summary = json.loads((run / "summary.json").read_text())
+        damage(summary)
+        (run / "summary.json").write_text(json.dumps(summary))
+    folder = tmp_path / "w"
+    assert pretrained.main(["add", str(run), "--weights-dir", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert pretrained.read_manifest(folder) == []
+    # with other runs: this one is skipped with a warning naming it, the good one is shipped
+    assert pretrained.main(["add", str(run), str(shipped.run), "--weights-dir", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert f"warning: {run} skipped" in err and message in err and "1 of 2 runs skipped" in err
+    assert [e["name"] for e in pretrained.read_manifest(folder)] == [NAME]
+
+
+def test_a_manifest_with_a_non_finite_accuracy_is_refused(shipped, tmp_path):
+    folder = tmp_path / "w"
+    shutil.copytree(shipped.weights, folder)
+    manifest = json.loads((folder / pretrained.MANIFEST_NAME).read_text())
+    manifest["models"][0]["accuracy"]["test_acc"] = float("nan")
+    (folder / pretrained.MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="accuracy.test_acc must be a finite number, got nan"):
+        pretrained.read_manifest(folder)

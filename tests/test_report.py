@@ -526,3 +526,28 @@ def test_speed_axis_labels_a_tick_beyond_both_ends_and_says_it_is_no_benchmark()
     assert "not a benchmark" in fig.axes[1].get_title()
     from mgiad.experiments.report.tables import SPEED_CAVEAT
     assert "not a benchmark" in SPEED_CAVEAT
+
+
+@pytest.mark.parametrize("summary, metrics, why", [
+    ({"final_test_acc": float("nan")}, None, "summary.json: final_test_acc must be a finite number"),
+    ({"final_test_acc": "93.1"}, None, "summary.json: final_test_acc must be a number"),
+    ({"best_test_acc": float("inf")}, None, "best_test_acc must be a finite number, got inf"),
+    ({"epochs": 400.5}, None, "summary.json: epochs must be a whole number"),
+    ({"final_test_acc": None}, None, "records no final_test_acc"),
+    ({}, [{"epoch": 1, "test_acc": float("nan")}], "metrics.jsonl line 1: test_acc")])
+def test_one_malformed_run_is_skipped_with_a_warning_naming_it(tmp_path, summary, metrics, why):
+    runs = tmp_path / "runs"
+    full = {"tag": "paper", "overrides": {}}
+    for seed in (0, 1):
+        _fake_run(runs, f"fm-gs8-paper-s{seed}", "table2", "fashion-mnist", "mgiad", FM3_GS8, 400,
+                  93.0 + seed, 97.0, full, GS8, seed)
+    bad = _fake_run(runs, "fm-gs8-paper-s2", "table2", "fashion-mnist", "mgiad", FM3_GS8, 400,
+                    95.0, 97.0, full, GS8, 2, summary=summary, metrics=metrics)
+    lines = []
+    report.write_report(runs, tmp_path / "report", figures=False, log=lines.append)
+    warnings = [line for line in lines if "warning" in line]
+    assert len(warnings) == 1 and str(bad) in warnings[0] and why in warnings[0], lines
+    (row,) = _csv(tmp_path / "report" / "table2-fashion-mnist.csv")
+    assert row["seeds"] == "2" and float(row["test_acc"]) == pytest.approx(93.5)
+    assert not re.search(r"\binf\b|\bnan\b", (tmp_path / "report" / "table2-fashion-mnist.md").read_text())
+    assert why in (tmp_path / "report" / "report.md").read_text()

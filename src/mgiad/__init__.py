@@ -12,6 +12,7 @@ any saved model (a shipped name, a ``save_pretrained`` folder, a run directory, 
 from . import _compat
 from .models import (create_model, from_pretrained, list_models, list_pretrained, load_model,
                      model_arguments, register_model, save_pretrained)
+from .deploy.optimize import optimize_for_inference
 from .utils.counting import FlopCount, count_flops, count_parameters
 from .version import __version__
 
@@ -24,4 +25,4 @@ def __getattr__(name: str):
 
 __all__ = ["create_model", "list_models", "list_pretrained", "model_arguments", "register_model",
            "count_parameters", "count_flops", "FlopCount", "from_pretrained", "save_pretrained",
-           "load_model", "__version__"]
+           "load_model", "optimize_for_inference", "__version__"]

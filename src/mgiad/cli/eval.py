@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..utils.checkpoint import load_checkpoint, load_model_state
+    from ..utils.checkpoint import CheckpointError, load_checkpoint, load_model_state
     from ..data import build_loaders
     from ..data.info import resolve_data_dir
     from ..models import pretrained_cfg
@@ -61,8 +61,15 @@ def run(args: argparse.Namespace) -> int:
         data_dir = args.data_dir
     else:
         state = load_checkpoint(args.checkpoint)
-        recorded = state["config"]
-        dataset = args.dataset or recorded["dataset"]
+        recorded = state["config"] if isinstance(state["config"], dict) else {}
+        if not isinstance(recorded.get("model"), str) or not isinstance(recorded.get("model_args"), dict):
+            raise CheckpointError(f"checkpoint {args.checkpoint} does not record its model "
+                                  "(config.model and config.model_args); it was not written by "
+                                  "mgiad train")
+        dataset = args.dataset or recorded.get("dataset")
+        if not dataset:
+            raise ValueError(f"checkpoint {args.checkpoint} does not record its dataset; pass "
+                             "--dataset NAME")
         model_args = dict(recorded["model_args"])
         model_name = args.model or recorded["model"]
         if args.model is not None and args.model != recorded["model"]:

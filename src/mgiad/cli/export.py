@@ -93,12 +93,11 @@ def load(checkpoint: str, device: str = "cpu"):
 
 
 def input_size(model, recorded: dict, given: int | None) -> int:
+    from ..utils.limits import MAX_IMAGE_SIZE, check_size
     if given is not None:
-        if given < 1:
-            raise ValueError(f"--input-size must be a positive integer, got {given}")
-        return given
+        return check_size("--input-size", given, MAX_IMAGE_SIZE)
     if recorded.get("image_size"):
-        return int(recorded["image_size"])
+        return check_size("the recorded image_size", recorded["image_size"], MAX_IMAGE_SIZE)
     return 224 if (getattr(model, "config", None) or {}).get("stem") == "imagenet" else 32
 
 

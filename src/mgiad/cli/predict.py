@@ -36,11 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if present; default), 'cpu', 'cuda'")
     p.add_argument("--json", action="store_true", help="print JSON: per file its predictions or error")
+    p.add_argument("--no-optimize", dest="optimize", action="store_false",
+                   help="run the model as loaded instead of mgiad.optimize_for_inference's version "
+                        "(BatchNorm folded, C++ kernels, traced executor; same predictions)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top_k < 1 or args.batch_size < 1:
-        raise ValueError("--top-k and --batch-size must be positive integers")
+    if args.top_k < 1:
+        raise ValueError("--top-k must be a positive integer")
+    from ..utils.limits import MAX_BATCH_SIZE, check_size
+    check_size("--batch-size", args.batch_size, MAX_BATCH_SIZE)
     import dataclasses
     from ..deploy.predict import (LIGHT_THRESHOLD, Preprocessing, class_names, find_images,
                                   predict_files)
@@ -57,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     pre = dataclasses.replace(pre, invert=args.invert)
     names = class_names(recorded if args.dataset is None else {"dataset": pre.dataset},
                         model.num_classes)
+    if args.optimize:  # BatchNorm folded, kernels' epilogues, the traced executor (checked)
+        from ..deploy.optimize import optimize_for_inference
+        model = optimize_for_inference(model, input_size=pre.image_size)
     results, failed, light = [], 0, 0
     for r in predict_files(model, files, pre, top_k=args.top_k, batch_size=args.batch_size,
                            names=names, device=device):
@@ -74,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=1))
     if light:
-        print(f"mgiad predict: hint: {light} of {len(files)} images are mostly light (mean pixel "
-              f"above {LIGHT_THRESHOLD:g}); Fashion-MNIST models expect a light garment on a dark "
-              "background: try --invert", file=sys.stderr)
+        print(f"mgiad predict: hint: {light} of {len(files) - failed} images are mostly light "
+              f"(a light background: the border averages above {LIGHT_THRESHOLD:g}); Fashion-MNIST "
+              "models expect a light garment on a dark background: try --invert", file=sys.stderr)
     if failed:
         print(f"mgiad predict: {failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0

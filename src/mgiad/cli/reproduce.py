@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                        schedule=args.schedule, step_size=args.step_size)
     specs = ex.plan(experiment, args.seeds, budget, dataset, args.levels, args.row or ())
     total = len(specs)
-    if args.shard:
+    if args.shard is not None:  # an empty --shard is an error, not the whole grid
         index, count = ex.parse_shard(args.shard)
         specs = ex.shard(specs, index, count)
         print(f"shard {index}/{count}: {len(specs)} of {total} runs")

@@ -168,9 +168,15 @@ class StreamingLoader(_Loader):
 
     def __iter__(self):
         self._check_nonempty()
-        for xb, yb in self.dataloader:
-            yield (self.normalize(xb.to(self.device, non_blocking=True)),
-                   yb.to(self.device, torch.int64, non_blocking=True))
+        try:
+            for xb, yb in self.dataloader:
+                yield (self.normalize(xb.to(self.device, non_blocking=True)),
+                       yb.to(self.device, torch.int64, non_blocking=True))
+        except DatasetError as exc:  # from a worker: its message holds the worker's traceback
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            if len(lines) > 1 and "Original Traceback" in str(exc):
+                raise DatasetError(lines[-1].split(": ", 1)[-1]) from None
+            raise
 
 
 def _load_in_memory(name: str, data_dir: Path, download: bool, workers: int | None) -> dict:
@@ -242,7 +248,10 @@ def build_loaders(name: str, data_dir=None, *, batch_size: int, device="cpu", do
         test = InMemoryLoader(*splits["test"], info, train=False, drop_last=False, **common)
     else:
         from .folder import ImageFolderDataset, scan_imagenet
-        _, samples = scan_imagenet(data_dir)
+        classes, samples = scan_imagenet(data_dir)
+        if verification_enabled(verify):  # as for the in-memory datasets: sizes, classes
+            verify_splits(info, {s: (samples[s],) for s in ("train", "test")}, data_dir,
+                          classes=len(classes))
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
         train = StreamingLoader(ImageFolderDataset(samples["train"], train=augment), info,
                                 workers=workers, train=True, drop_last=drop_last, **common)

@@ -22,10 +22,16 @@ def verification_enabled(verify: bool | None) -> bool:
     return os.environ.get("MGIAD_VERIFY_DATA", "1") != "0"
 
 
-def verify_splits(info: DatasetInfo, splits: dict, data_dir: Path) -> None:
-    """Raise :class:`DatasetError` when the loaded splits or their files are not the dataset's."""
+def verify_splits(info: DatasetInfo, splits: dict, data_dir: Path, classes: int | None = None) -> None:
+    """Raise :class:`DatasetError` when the loaded splits or their files are not the dataset's
+    (``classes``: the number of class folders, for image-folder datasets)."""
     if info.name == "fashion-mnist":
         _verify_fashion_files(Path(data_dir))
+    if classes is not None and classes != info.num_classes:
+        raise DatasetError(f"{info.name}: {classes:,} class folder{'s' if classes != 1 else ''} "
+                           f"where {info.name} has {info.num_classes:,} (data folder "
+                           f"{Path(data_dir).resolve()}); a model trained on them would still have "
+                           f"{info.num_classes:,} outputs. Complete the folders, or {OPT_OUT}.")
     sizes = {split: len(splits[split][0]) for split in ("train", "test")}
     expected = {"train": info.train_size, "test": info.test_size}
     if sizes == expected:

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ..utils.errors import MissingDependencyError
+from ..utils.io import plain_file_mode
+from ..utils.limits import check_input
 from ..layers.fold import FoldedSmoothingStep, count_batchnorms, fold_conv_bn, fuse_bn
 
 __all__ = ["fuse_bn", "fold_conv_bn", "FoldedSmoothingStep", "export_model", "ExportResult",
@@ -158,6 +160,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, format: str, *, inpu
     if not fuse:
         deployed.bn_fused = False
     in_chans = getattr(model, "in_chans", 3)
+    check_input(max(2, *check_batch_sizes), in_chans, input_size, "the example input")
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(2, in_chans, input_size, input_size, generator=generator)
     inputs = [torch.randn(n, in_chans, input_size, input_size, generator=generator)
@@ -184,6 +187,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, format: str, *, inpu
                     f"the exported {format} model differs from the PyTorch model by up to "
                     f"{diff:.3g} (tolerance {atol:g}; BatchNorm folding alone: {fuse_diff:.3g}); "
                     f"{path} was not written")
+        os.chmod(tmp, plain_file_mode())  # mkstemp made it 0600; honour the umask
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -15,11 +15,17 @@ one by one (:class:`ImageReadError`), the others are still classified.
 Fashion-MNIST shows light garments on a black background; a photo of a garment on a light
 background is its negative. ``Preprocessing(invert=True)`` (``mgiad predict --invert``) inverts the
 pixels (``255 - x``, after the conversion to grayscale/RGB, before the geometry: the padding stays
-black), and :func:`predict_files` flags a Fashion-MNIST input whose mean pixel is above
-:data:`LIGHT_THRESHOLD` (``"mostly_light": True``) so that the command line can suggest it.
+black), and :func:`predict_files` flags a Fashion-MNIST input whose border (the outermost pixels of
+the image, where the dataset's background is) averages above :data:`LIGHT_THRESHOLD`
+(``"mostly_light": True``) so that the command line can suggest it. (The mean of the whole image
+would not do: a genuine pullover can fill most of its 28x28 frame.)
+
+16-bit and 32-bit integer images (0..65535) and float images (0..1) are rescaled to 8 bits; other
+ranges are refused, never clipped.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +36,15 @@ from torch import nn
 
 from ..data.info import class_names as dataset_class_names
 from ..utils.errors import MissingDependencyError
+from ..utils.limits import MAX_IMAGE_SIZE, check_size, finite
 
 __all__ = ["CLASS_NAMES", "IMAGE_SUFFIXES", "LIGHT_THRESHOLD", "Preprocessing", "ImageReadError",
            "class_names", "find_images", "load_image", "predict_files", "is_mostly_light"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# mean pixel (0..1, grayscale) above which a Fashion-MNIST input looks like a negative: the
-# dataset's 28x28 images average 0.29 (black background), a garment photographed on white ~0.7+
+# mean border pixel (0..1, grayscale) above which a Fashion-MNIST input looks like a negative: the
+# dataset's test images have a dark border (at most 0.37 over the outermost ring), their negatives
+# a light one (at least 0.63)
 LIGHT_THRESHOLD = 0.5
 
 CLASS_NAMES: dict[str, list[str]] = dataset_class_names()  # from the dataset table
@@ -63,6 +71,9 @@ class Preprocessing:
         """From what a checkpoint records (``model.preprocessing``); ``dataset`` (a name of
         :data:`mgiad.data.DATASETS`) replaces it by that dataset's input size and normalisation,
         e.g. for a model saved without a record of its training data."""
+        if recorded is not None and not isinstance(recorded, dict):
+            raise ValueError(f"the recorded preprocessing is a {type(recorded).__name__}, not an "
+                             "object of dataset, image_size, mean, std")
         values = dict(recorded or {})
         if dataset is not None:
             from ..data import dataset_info
@@ -74,14 +85,18 @@ class Preprocessing:
             raise ValueError(f"the model does not record its input preprocessing ({', '.join(missing)} "
                              "missing); pass --dataset NAME to use that dataset's input size and "
                              "normalisation")
-        mean, std = tuple(float(v) for v in values["mean"]), tuple(float(v) for v in values["std"])
+        mean, std = _numbers(values["mean"], "mean"), _numbers(values["std"], "std")
+        if any(v <= 0 for v in std):
+            raise ValueError(f"the recorded std {list(std)} has an entry <= 0: normalising by it "
+                             "gives NaN or infinite inputs (a damaged preprocessing record)")
+        image_size = check_size("the recorded image_size", values["image_size"], MAX_IMAGE_SIZE)
         if len(mean) != in_chans or len(std) != in_chans:
             raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries for a model with "
                              f"{in_chans} input channels")
         if in_chans not in (1, 3):
             raise ValueError(f"images can be fed to models with 1 (grayscale) or 3 (RGB) input "
                              f"channels, not {in_chans}")
-        return cls(int(values["image_size"]), in_chans, mean, std, values.get("dataset"))
+        return cls(image_size, in_chans, mean, std, values.get("dataset"))
 
     def describe(self) -> str:
         """In words, what :func:`load_image` and the normalisation do (e.g. for a model card)."""
@@ -95,6 +110,13 @@ class Preprocessing:
             geometry = f"resized to {size}x{size} (bilinear)"
         return (f"{mode}{', inverted (255 - x)' if self.invert else ''}, {geometry}, scaled to "
                 f"[0, 1], normalised with mean {list(self.mean)} and std {list(self.std)}")
+
+
+def _numbers(values: Any, name: str) -> tuple:
+    """The recorded ``mean`` / ``std``: a list of finite numbers."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"the recorded {name} must be a list of numbers, got {values!r}")
+    return tuple(finite(v, f"the recorded {name}") for v in values)
 
 
 def class_names(recorded: dict[str, Any] | None, num_classes: int) -> list[str] | None:
@@ -133,6 +155,26 @@ def _pil():
     return Image, ImageOps
 
 
+def _to_8_bits(im, Image):
+    """A 16-bit or 32-bit integer or a float grayscale image as 8 bits (``L``), rescaled: integer
+    pixels span 0..65535 (16-bit PNG and TIFF), float pixels 0..1. Pillow's own conversion would
+    clip them to 255 (a white silhouette) or 0..1 to black. Values outside are refused."""
+    if im.mode.startswith("I;16"):
+        im = im.convert("I")
+    if im.mode not in ("I", "F"):
+        return im
+    low, high = im.getextrema()
+    if im.mode == "I":
+        if low < 0 or high > 65535:
+            raise ImageReadError(f"32-bit integer pixels from {low} to {high}: only 0..65535 "
+                                 "(16 bits) is understood; save the image with 8 or 16 bits")
+        return im.point(lambda v: v * (255 / 65535) + 0.5).convert("L")
+    if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high > 1:
+        raise ImageReadError(f"floating-point pixels from {low:g} to {high:g}: only 0..1 is "
+                             "understood; save the image with 8 or 16 bits, or scaled to 0..1")
+    return im.point(lambda v: v * 255 + 0.5).convert("L")
+
+
 def load_image(path: str | os.PathLike, pre: Preprocessing) -> torch.Tensor:
     """``uint8`` tensor ``(in_chans, H, W)`` of the image at ``path`` at the model's input size."""
     Image, ImageOps = _pil()
@@ -140,6 +182,7 @@ def load_image(path: str | os.PathLike, pre: Preprocessing) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)  # phone photos: apply the recorded orientation
+            im = _to_8_bits(im, Image)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 # composite transparent pixels over the background the datasets have (black)
                 im = im.convert("RGBA")
@@ -148,6 +191,8 @@ def load_image(path: str | os.PathLike, pre: Preprocessing) -> torch.Tensor:
             im = im.convert("L" if pre.in_chans == 1 else "RGB")
             if pre.invert:
                 im = ImageOps.invert(im)
+    except ImageReadError as exc:
+        raise ImageReadError(f"{path}: {exc}") from None
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -170,14 +215,17 @@ def load_image(path: str | os.PathLike, pre: Preprocessing) -> torch.Tensor:
 
 
 def is_mostly_light(image: torch.Tensor, pre: Preprocessing) -> bool:
-    """Whether ``image`` (a :func:`load_image` result) is a Fashion-MNIST input with a mean pixel
-    above :data:`LIGHT_THRESHOLD` over its content (the padding left out): probably a light
+    """Whether ``image`` (a :func:`load_image` result) is a Fashion-MNIST input whose border (the
+    outermost ring of its content, the padding left out) averages above :data:`LIGHT_THRESHOLD`:
+    probably a light
     background, the negative of what the dataset shows. False for other datasets."""
     if pre.dataset != "fashion-mnist" or pre.invert:
         return False
     size = pre.image_size
-    content = image[:, 2:size - 2, 2:size - 2] if size > 4 else image
-    return content.float().mean().item() / 255 > LIGHT_THRESHOLD
+    content = (image[:, 2:size - 2, 2:size - 2] if size > 4 else image).float()
+    border = torch.cat([content[:, 0], content[:, -1], content[:, 1:-1, 0], content[:, 1:-1, -1]],
+                       dim=1)
+    return border.mean().item() / 255 > LIGHT_THRESHOLD
 
 
 def predict_files(model: nn.Module, files: Sequence[str | os.PathLike], pre: Preprocessing,

@@ -36,6 +36,7 @@ from ..models._pretrained import *  # noqa: F401,F403  (the loading side, for `m
 from ..models._pretrained import (ENV_VAR, MANIFEST_NAME, _entry, build, read_manifest, weights_dir,
                                   write_manifest)
 from ..utils.checkpoint import CheckpointError, atomic_write, load_checkpoint
+from ..utils.limits import finite
 
 __all__ = ["add_run", "remove", "main", "MAX_RUN_DIFFERENCE", "SLICE"]
 
@@ -65,14 +66,30 @@ def _finished_run(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ValueError(f"{run} is unfinished (no summary.json): finish it with "
                          f"`mgiad train --resume {run}` before shipping it")
     state = load_checkpoint(run / "last.pt")
-    summary = json.loads((run / "summary.json").read_text())
-    epochs = state["config"].get("train", {}).get("epochs")
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+    except ValueError as exc:
+        raise ValueError(f"{run}/summary.json is not JSON ({exc})") from None
+    config = state["config"]
+    if not isinstance(summary, dict) or not isinstance(config, dict) \
+            or not isinstance(config.get("train"), dict):
+        raise ValueError(f"{run}: summary.json or last.pt's config is not an object of the fields "
+                         "mgiad train writes (damaged, or not a run of mgiad train)")
+    for key in ("final_test_acc", "best_test_acc", "train_acc", "wall_seconds"):
+        if key in summary and (key == "final_test_acc" or summary[key] is not None):
+            finite(summary[key], f"{run}/summary.json: {key}")
+    if "final_test_acc" not in summary:
+        raise ValueError(f"{run}/summary.json records no final_test_acc")
+    epochs = config["train"].get("epochs")
     if state.get("epoch") != epochs or state.get("batch", 0) != 0 or summary.get("epochs") != epochs:
         raise ValueError(f"{run} is unfinished: last.pt is at epoch {state.get('epoch')} "
                          f"(batch {state.get('batch', 0)}) of {epochs}, summary.json says "
                          f"{summary.get('epochs')} epochs; finish it with `mgiad train --resume {run}`")
     history = state.get("history") or []
-    if history and abs(history[-1]["test_acc"] - summary.get("final_test_acc", float("nan"))) > 1e-9:
+    last = history[-1] if isinstance(history, list) and history else {}
+    if history and not (isinstance(last, dict) and isinstance(last.get("test_acc"), (int, float))):
+        raise ValueError(f"{run}: last.pt's history is malformed (damaged checkpoint)")
+    if history and abs(last["test_acc"] - summary["final_test_acc"]) > 1e-9:
         raise ValueError(f"{run}: summary.json's final_test_acc does not belong to last.pt "
                          "(a run extended after its summary?)")
     return state, summary
@@ -233,6 +250,7 @@ def add_run(run_dir: str | os.PathLike, name: str | None = None, tag: str | None
     log(f"{name}: measuring {run / 'last.pt'} on the {dataset} test set (CPU, float32)")
     measured = _measure(model, dataset, data_dir, batch_size)
     run_acc = summary["final_test_acc"]
+    finite(measured["test_acc"], f"{run}: the measured test accuracy")
     if abs(measured["test_acc"] - run_acc) > MAX_RUN_DIFFERENCE:
         raise ValueError(f"{run}: the final model measures {measured['test_acc']:.2f}% on the "
                          f"{dataset} test set here, the run recorded {run_acc:.2f}%: another "
@@ -291,9 +309,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "add":
             if args.name and len(args.runs) > 1:
                 raise ValueError("--name names one run; use --tag for several")
-            for run in args.runs:
-                add_run(run, name=args.name, tag=args.tag, directory=args.weights_dir,
-                        data_dir=args.data_dir, replace=args.replace, batch_size=args.batch_size)
+            skipped = 0
+            for run in args.runs:  # one bad run is skipped with a warning naming it
+                try:
+                    add_run(run, name=args.name, tag=args.tag, directory=args.weights_dir,
+                            data_dir=args.data_dir, replace=args.replace, batch_size=args.batch_size)
+                except (ValueError, OSError) as exc:
+                    if len(args.runs) == 1:
+                        raise
+                    skipped += 1
+                    print(f"{parser.prog} add: warning: {run} skipped: {exc}", file=sys.stderr)
+            if skipped:
+                print(f"{parser.prog} add: {skipped} of {len(args.runs)} runs skipped",
+                      file=sys.stderr)
+                return 1
         elif args.command == "list":
             models = read_manifest(args.weights_dir)
             if args.json:
@@ -308,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       + f"  {e.get('weights', 0):>9,} weights  {e.get('bytes', 0) / 1e3:8,.1f} kB")
         else:
             remove(args.name, args.weights_dir)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..models._naming import RUNTIME_ARGS, plain
 from ..models._naming import fmt_value as _fmt
 from ..training.progress import plural
 from ..training.rundir import RunDirectoryBusy, claim, release
 from .grid import EXPERIMENT_FILE, RunSpec, paper_recipe
 
-__all__ = ["RUN_OPTIONS", "RunResult", "run_status", "spec_status", "run_one", "run_grid", "summarize",
+__all__ = ["RUN_OPTIONS", "RunResult", "run_status", "spec_status", "check_recorded", "run_one", "run_grid", "summarize",
            "print_plan"]
 
 
@@ -50,6 +51,63 @@ def spec_status(spec: RunSpec, root: str | Path) -> str:
     return status
 
 
+def _recorded_config(directory: Path) -> dict[str, Any] | None:
+    """The run record of ``directory``: config.json, else last.pt's config; None if neither."""
+    if (directory / "config.json").is_file():
+        try:
+            data = json.loads((directory / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{directory / 'config.json'} cannot be read ({exc}); move the run "
+                             "directory away to train this run again") from None
+        return data if isinstance(data, dict) else {}
+    if (directory / "last.pt").is_file():
+        from ..utils.checkpoint import load_checkpoint
+        return dict(load_checkpoint(directory / "last.pt")["config"])
+    return None
+
+
+def _describe(model: Any, args: dict[str, Any], train: dict[str, Any], keys) -> str:
+    from ..models._naming import architecture_name
+    try:
+        name = architecture_name(model, {k: v for k, v in args.items() if k not in RUNTIME_ARGS})
+    except (ValueError, TypeError):
+        name = f"{model} {args}"
+    return name + (" with " + ", ".join(f"{k}={_fmt(train.get(k))}" for k in keys) if keys else "")
+
+
+def check_recorded(spec: RunSpec, root: str | Path) -> None:
+    """``ValueError`` naming both configurations when the run directory of ``spec`` records
+    another one (model, its arguments, dataset, seed or recipe): resuming or skipping it would
+    file another network under this run's name and paper row."""
+    directory = spec.directory(root)
+    recorded = _recorded_config(directory)
+    if recorded is None:
+        return
+    from ..models import model_arguments
+    from ..training import resolve_config
+    planned = resolve_config(spec.train_config(root))
+    train = recorded.get("train") if isinstance(recorded.get("train"), dict) else {}
+    model = recorded.get("model", train.get("model"))
+    args = recorded.get("model_args", train.get("model_args"))
+    keys = ["dataset", "seed", "batch_size", "lr", "schedule"]
+    keys += ["step_size"] if planned.schedule == "step" else []
+    keys += [] if spec.budget.prefix else ["epochs"]
+    ours = planned.to_json()
+    same = model == planned.model and isinstance(args, dict)
+    if same:
+        defaults = model_arguments(planned.model)
+        mine = {**defaults, **planned.model_args}
+        theirs = {**defaults, **args}
+        same = all(plain(mine.get(k)) == plain(theirs.get(k)) for k in set(mine) | set(theirs)
+                   if k not in RUNTIME_ARGS)
+    keys = [k for k in keys if plain(train.get(k)) != plain(ours[k])]  # those that differ
+    if not same or keys:
+        args = args if isinstance(args, dict) else {}
+        raise ValueError(f"{directory} holds another run: {_describe(model, args, train, keys)}; "
+                         f"the plan's is {_describe(planned.model, planned.model_args, ours, keys)}. "
+                         "Move that directory away (or choose another --runs folder)")
+
+
 @dataclass
 class RunResult:
     spec: RunSpec
@@ -78,6 +136,7 @@ def run_one(spec: RunSpec, root: str | Path, options: dict[str, Any] | None = No
     claim(directory)  # RunDirectoryBusy if another process (a second reproduce) trains it
     try:
         status = spec_status(spec, root)  # read under the claim: nobody else changes it now
+        check_recorded(spec, root)
         if status == "done":
             return RunResult(spec, directory, "skipped",
                              summary=json.loads((directory / "summary.json").read_text()))

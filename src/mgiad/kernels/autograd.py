@@ -14,6 +14,9 @@ class ConvKernels(NamedTuple):
     forward: Callable      # (x_nhwc, weight, isa) -> y_nhwc
     grad_input: Callable   # (grad_nhwc, weight, input_shape, isa) -> grad_x_nhwc
     grad_weight: Callable  # (x_nhwc, grad_nhwc, weight, isa) -> grad_weight
+    # inference: (x_nhwc, weight, alpha, beta, add, add_scale, relu, residual, isa) -> y_nhwc
+    # with the epilogue of mgiad.kernels.epilogue
+    epilogue: Callable
 
 
 def operators():
@@ -25,7 +28,8 @@ def plain_pytorch_wanted() -> bool:
     """Tracing, ``torch.compile``, autocast or a dispatch mode (FLOP counters, memory trackers,
     fake tensors) is active: they should see ``aten.convolution``, not our operators."""
     from torch.utils._python_dispatch import _get_current_dispatch_mode
-    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
+    tracing = torch.jit.is_tracing() and not runtime.tracing_for_kernels()
+    return (tracing or torch.compiler.is_compiling()
             or torch.is_autocast_enabled("cpu") or _get_current_dispatch_mode() is not None)
 
 

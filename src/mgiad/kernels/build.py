@@ -1,10 +1,11 @@
 """Build (first use, with ninja) and load the C++ operators ``torch.ops.mgiad_kernels.*``.
 
 The build is cached under ``$MGIAD_KERNELS_CACHE`` (default ``~/.cache/mgiad/kernels``), in a folder
-named after a hash of the sources and torch's version, so that checkouts with different sources do
-not rebuild each other's. Where no compiler is present or the build fails, ``load()`` warns once, in
-one line, and returns False; the callers then use PyTorch's convolutions. MGIAD_KERNELS_VERBOSE=1
-shows the build's commands and compiler output.
+named after a hash of the sources' contents and torch's version, so that checkouts with different
+sources do not rebuild each other's and checkouts with identical ones share one build. Where no
+compiler is present or the build fails, ``load()`` warns once, in one line (:func:`warn_one_line`),
+and returns False; the callers then use PyTorch's convolutions. MGIAD_KERNELS_VERBOSE=1 shows the
+build's commands and compiler output.
 
 Nothing a killed or crashed process leaves behind can hang or crash a later one:
 
@@ -91,9 +92,15 @@ def load() -> bool:
             first_line = (str(error).strip().splitlines() or [""])[0][:160]
             reason = f"build failed ({type(error).__name__}: {first_line}; MGIAD_KERNELS_VERBOSE=1 shows the compiler's output)"
     if reason is not None:
-        warnings.warn(f"mgiad.kernels: {reason}; using PyTorch's convolutions instead", RuntimeWarning, stacklevel=3)
+        warn_one_line(f"{reason}; using PyTorch's convolutions instead")
         return False
     return True
+
+
+def warn_one_line(message: str) -> None:
+    """A ``RuntimeWarning`` that prints as one line, ``mgiad.kernels:0: RuntimeWarning: ...``:
+    attributed to no source line (``warnings.warn`` would print the caller's line under it)."""
+    warnings.warn_explicit(message, RuntimeWarning, "mgiad.kernels", 0, module="mgiad.kernels")
 
 
 class BuildLockTimeout(RuntimeError):

@@ -20,7 +20,8 @@ def kernel_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
 GROUPED_3X3 = ConvKernels(
     forward=lambda x, w, isa: operators().conv3x3_forward(x, w, isa),
     grad_input=lambda g, w, input_shape, isa: operators().conv3x3_grad_input(g, w, isa),
-    grad_weight=lambda x, g, w, isa: operators().conv3x3_grad_weight(x, g, w.shape[1], isa))
+    grad_weight=lambda x, g, w, isa: operators().conv3x3_grad_weight(x, g, w.shape[1], isa),
+    epilogue=lambda x, w, *epilogue: operators().conv3x3_epilogue(x, w, *epilogue))
 
 
 def takes(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> bool:

@@ -1,7 +1,7 @@
 """Whether the kernels can run here, and with which instruction set."""
+import contextlib
 import functools
 import os
-import warnings
 
 import torch
 
@@ -15,7 +15,7 @@ OFF, ON = ("0", "false", "off", "no"), ("", "1", "true", "on", "yes")
 
 @functools.cache
 def _warn_once(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=4)
+    build.warn_one_line(message)
 
 
 def enabled() -> bool:
@@ -49,3 +49,26 @@ def isa() -> int:
 def available() -> bool:
     """Kernels enabled, compiler present, extension built and loaded, CPU with AVX2 + FMA or better."""
     return enabled() and build.load() and isa() > 0
+
+
+_trace_kernels = False
+
+
+@contextlib.contextmanager
+def trace_kernels():
+    """Within this block ``torch.jit.trace`` records the kernels' operators (and the inference
+    epilogues) instead of PyTorch's convolutions: the trace becomes an executor of the model as it
+    runs here (:func:`mgiad.deploy.optimize_for_inference`). Not for export: ONNX and other
+    runtimes do not know the operators. Loads the kernels first (their loading is not traceable)."""
+    global _trace_kernels
+    available() and cpu_isa()
+    previous, _trace_kernels = _trace_kernels, True
+    try:
+        yield
+    finally:
+        _trace_kernels = previous
+
+
+def tracing_for_kernels() -> bool:
+    """Inside :func:`trace_kernels`, while ``torch.jit.trace`` runs."""
+    return _trace_kernels and torch.jit.is_tracing()

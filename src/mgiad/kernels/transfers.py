@@ -33,11 +33,13 @@ KERNELS = {
     DEPTHWISE: ConvKernels(
         forward=lambda x, w, isa: operators().dw3x3s2_forward(x, w, isa),
         grad_input=lambda g, w, input_shape, isa: operators().dw3x3s2_grad_input(g, w, list(input_shape), isa),
-        grad_weight=lambda x, g, w, isa: operators().dw3x3s2_grad_weight(x, g, isa)),
+        grad_weight=lambda x, g, w, isa: operators().dw3x3s2_grad_weight(x, g, isa),
+        epilogue=lambda x, w, *epilogue: operators().dw3x3s2_epilogue(x, w, *epilogue)),
     PAIRS: ConvKernels(
         forward=lambda x, w, isa: operators().pair1x1_forward(x, w, isa),
         grad_input=lambda g, w, input_shape, isa: operators().pair1x1_grad_input(g, w, isa),
-        grad_weight=lambda x, g, w, isa: operators().pair1x1_grad_weight(x, g, w.shape[1], isa)),
+        grad_weight=lambda x, g, w, isa: operators().pair1x1_grad_weight(x, g, w.shape[1], isa),
+        epilogue=lambda x, w, *epilogue: operators().pair1x1_epilogue(x, w, *epilogue)),
 }
 
 

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels import runtime
+
 __all__ = ["is_tracing", "check_positive_int", "check_divisible", "IMPLS", "check_impl"]
 
 
 def is_tracing() -> bool:
     """True under torch.jit.trace or torch.fx symbolic tracing, where Python checks on tensor
-    shapes would be baked into (or break) the trace."""
+    shapes would be baked into (or break) the trace; False when tracing the model's own executor
+    (:func:`mgiad.kernels.runtime.trace_kernels`), which records the kernels as they run."""
     if torch.jit.is_tracing():
-        return True
+        return not runtime.tracing_for_kernels()
     try:
         from torch.fx._symbolic_trace import is_fx_symbolic_tracing
         return is_fx_symbolic_tracing()

@@ -25,11 +25,11 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels import gpu
-from . import fast, recompute
+from . import fast, inference, recompute
 from .checks import is_tracing
 
-__all__ = ["conv2d", "conv_bn_relu", "smoothing_step", "smooth_step", "segment", "zero_features",
-           "input_layout", "output_layout", "run_blocks", "recompute_mode",
+__all__ = ["conv2d", "conv_bn_relu", "plus", "residual", "smoothing_step", "smooth_step", "segment",
+           "zero_features", "input_layout", "output_layout", "run_blocks", "recompute_mode",
            "gradients_in_parameter_layout"]
 
 _SCOPES = {"level": ("level", "step"), "step": ("step",)}
@@ -46,8 +46,10 @@ def conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
                                   conv.groups)
         if out is not None:
             return out
-    if conv.use_kernels and conv.bias is None and conv.padding_mode == "zeros" and not is_tracing():
-        return conv.kernel_forward(x)
+    if conv.use_kernels and conv.padding_mode == "zeros" and not is_tracing():
+        if conv.bias is None:
+            return conv.kernel_forward(x)
+        return inference.conv2d(conv, x)  # BatchNorm folded into it
     return conv.reference_forward(x)
 
 
@@ -59,10 +61,24 @@ def conv_bn_relu(block: nn.Sequential, x: Tensor) -> Tensor:
         if out is not None:
             return out
     if block.use_kernels and len(block) == 3 and not is_tracing():
+        if isinstance(block[1], nn.Identity) and block[0].bias is not None:  # BatchNorm folded
+            return inference.conv_relu(block[0], x)
         y = block[0](x)
         out = fast.batch_norm_relu(block[1], y)
         return block[2](block[1](y)) if out is None else out
     return block.reference_forward(x)
+
+
+def plus(module: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
+    """``module(x) + y`` (``module(x)`` if ``y`` is None): in inference one convolution whose
+    epilogue adds ``y`` where ``module`` is a transfer on the kernels (:mod:`.inference`)."""
+    if y is None:
+        return module(x)
+    if not torch.is_grad_enabled() and not is_tracing():
+        out = inference.conv_plus(module, x, y)
+        if out is not None:
+            return out
+    return module(x) + y
 
 
 def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
@@ -76,12 +92,27 @@ def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Mod
 def smooth_step(step: nn.Module, u: Tensor, f: Tensor, A: nn.Module, B: nn.Module,
                 A_u: Tensor | None = None) -> Tensor:
     """One smoothing step with smoother ``A``, ``B``; ``A_u`` is ``A(u)`` if the caller has it.
-    Under ``recompute="step"`` only ``u``, ``f`` are stored (folded steps never recompute)."""
+    Under ``recompute="step"`` only ``u``, ``f`` are stored (folded steps never recompute); a step
+    with its BatchNorms folded runs as two convolutions with epilogues (:mod:`.inference`)."""
+    if getattr(step, "folded", False) and step.impl == "fast" and not is_tracing():
+        return inference.smoothing_step(step, u, f, A, A_u)
     if getattr(step, "recompute", False) and recompute.recomputes(step):
         if step.impl == "fast" and not _drops(step) and fast.plain_conv(A) and fast.applies(step, B, u):
             return recompute.smoothing_step(step, u, f, A, B, A_u)
         return recompute.recomputed(step, u, f, fn=functools.partial(_step_with_A, step, A, B))
     return step(u, f, A(u) if A_u is None else A_u, B)
+
+
+def residual(f: Tensor, u: Tensor, A: nn.Module, A_u: Tensor | None = None) -> Tensor:
+    """``f - A(u)``: one convolution with an epilogue in inference (no gradient wanted, kernels on
+    ``A``), else ``A(u)`` overwritten with the residual (one feature map fewer at once; autograd
+    allows it, since a convolution's backward does not need its output)."""
+    if A_u is not None:
+        return f - A_u
+    if (getattr(A, "use_kernels", False) and A.bias is None and u.device.type == "cpu"
+            and not torch.is_grad_enabled() and not is_tracing()):
+        return inference.residual(A, u, f)
+    return A(u).neg_().add_(f)
 
 
 def _drops(step: nn.Module) -> bool:
@@ -129,9 +160,10 @@ def segment(scope: str, owner: Callable[..., nn.Module] | None = None, keep: int
 
 
 def zero_features(model: nn.Module, f: Tensor) -> Tensor:
-    """``u = 0`` shaped like ``f``; under ``recompute="step"`` one stored zero expanded to the
-    feature map (a whole map of zeros would otherwise be kept for backward)."""
-    if recompute_mode(model) == "step":
+    """``u = 0`` shaped like ``f``; under ``recompute="step"`` (a whole map of zeros would otherwise
+    be kept for backward) and without gradients (nothing to write: :mod:`.inference` knows a
+    broadcast zero) one zero expanded to the feature map."""
+    if recompute_mode(model) == "step" or not (torch.is_grad_enabled() or is_tracing()):
         return f.new_zeros(()).expand_as(f)
     return torch.zeros_like(f)
 

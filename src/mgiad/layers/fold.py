@@ -43,35 +43,56 @@ def _foldable_bn(bn: nn.Module, channels: int) -> bool:
             and bn.num_features == channels)
 
 
+def _affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bn`` in eval mode as ``x * scale + shift`` per channel (float64)."""
+    var, mean = bn.running_var.double(), bn.running_mean.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    return scale, beta - mean * scale
+
+
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """One convolution equal to ``bn(conv(x))`` with ``bn`` in eval mode (running statistics)."""
     if not _foldable_bn(bn, conv.out_channels):
         raise ValueError("only a BatchNorm with running statistics over the convolution's "
                          "output channels can be folded")
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-                      padding_mode=conv.padding_mode, device=conv.weight.device,
-                      dtype=conv.weight.dtype)
+    cls = type(conv) if _is_conv(conv) else nn.Conv2d  # keeps a KernelConv2d on the kernels
+    fused = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+                padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype)
+    if "use_kernels" in vars(conv):
+        fused.use_kernels = conv.use_kernels
     with torch.no_grad():
-        var, mean = bn.running_var.double(), bn.running_mean.double()
-        gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
-        beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
-        scale = gamma / torch.sqrt(var + bn.eps)
-        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(var)
+        scale, shift = _affine(bn)
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
         fused.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
-        fused.bias.copy_((bias - mean) * scale + beta)
+        fused.bias.copy_(bias * scale + shift)
     return fused.eval()
 
 
 class FoldedSmoothingStep(nn.Module):
     """A :class:`~mgiad.layers.SmoothingStep` whose second BN is folded into its own copy of ``B``:
-    ``u + relu(B_bn(relu(bn(f - A_u))))``. The ``B`` passed by the caller is ignored."""
+    ``u + relu(B_bn(relu(bn(f - A_u))))``. The ``B`` passed by the caller is ignored.
+
+    ``folded``: the first BN and its ReLU are also held as the affine map ``residual_scale``,
+    ``residual_shift`` (``s1``, ``t1``; not saved in the ``state_dict``), so that
+    :mod:`mgiad.layers.inference` can run the step as two convolutions with epilogues.
+    """
 
     def __init__(self, norm_residual: nn.Module, B: nn.Conv2d, activation: nn.Module):
         super().__init__()
         self.norm_residual = norm_residual
         self.B = B
         self.activation = activation
+        self.impl = "fast"  # "reference": eq. (5) as written, not mgiad.layers.inference
+        parts = list(norm_residual.children())
+        self.folded = (len(parts) == 2 and _foldable_bn(parts[0], B.in_channels)
+                       and isinstance(parts[1], nn.ReLU) and isinstance(activation, nn.ReLU))
+        if self.folded:
+            scale, shift = _affine(parts[0])
+            self.register_buffer("residual_scale", scale.to(B.weight.dtype), persistent=False)
+            self.register_buffer("residual_shift", shift.to(B.weight.dtype), persistent=False)
 
     def forward(self, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module | None = None) -> Tensor:
         return u + self.activation(self.B(self.norm_residual(f - A_u)))
@@ -121,6 +142,7 @@ def _fold_smoothing_steps(model: nn.Module, fold_shared: bool) -> None:
                   and (fold_shared or steps_per_B[id(B_i)] == 1))
             if ok:
                 steps[i] = FoldedSmoothingStep(step.norm_residual, fold_conv_bn(B_i, bn), act)
+                steps[i].impl = getattr(step, "impl", "fast")
             else:
                 folded_all = False
         if folded_all:  # no step uses the original B any more: drop the dead weights

@@ -63,24 +63,19 @@ def smooth(steps: Sequence[SmoothingStep], A: nn.Module, B, u: Tensor, f: Tensor
 
 
 def residual(f: Tensor, u: Tensor, A: nn.Module, A_u: Tensor | None = None) -> Tensor:
-    """``f - A(u)``; ``A_u`` if the caller has ``A(u)`` already. A freshly computed ``A(u)`` is
-    overwritten with the residual (one feature map fewer at once; autograd allows it, since a
-    convolution's backward does not need its output)."""
-    if A_u is not None:
-        return f - A_u
-    return A(u).neg_().add_(f)
+    """``f - A(u)``; ``A_u`` if the caller has ``A(u)`` already."""
+    return dispatch.residual(f, u, A, A_u)
 
 
 class FASTransfer(nn.Module):
-    """FAS transfer to a coarser grid, eq. (8)-(9) and algorithm 2 lines 4-5 (without the
-    ``+ A'(u')`` term, which uses the coarse level's ``A`` and is added by the caller):
+    """FAS transfer to a coarser grid, eq. (8)-(9) and algorithm 2 lines 4-5:
 
-        u' = relu(bn(Pi(u))),    f' = relu(bn(R(f - A(u))))          (norm=True, the paper's text)
-        u' = Pi(u),              f' = R(relu(f - A(u)))              (norm=False, the authors' code)
+        u' = relu(bn(Pi(u))),    f' = relu(bn(R(f - A(u)))) + A'(u')        (norm=True, the paper's text)
+        u' = Pi(u),              f' = R(relu(f - A(u))) + A'(u')            (norm=False, the authors' code)
 
     In resolution (``kernel_size=3, stride=2, groups=c``): learnable depthwise poolings with channel
     multiplier ``c'/c``. In channels (``kernel_size=1, groups=c'``, ``c' = c/2``): two fine channels
-    make one coarse channel (``R-hat``, ``Pi-hat``).
+    make one coarse channel (``R-hat``, ``Pi-hat``). ``A'`` is the coarse level's, passed in.
     """
 
     def __init__(self, channels: int, coarse_channels: int, kernel_size: int, stride: int,
@@ -91,9 +86,13 @@ class FASTransfer(nn.Module):
         self.Pi = make(channels, coarse_channels, kernel_size, stride, groups)
         self.R = make(channels, coarse_channels, kernel_size, stride, groups)
 
-    def forward(self, u: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
-        return self.Pi(u), self.restrict_residual(residual)
+    def forward(self, u: Tensor, residual: Tensor, A: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+        """``u' = Pi(u)``, ``f' = R(f - A u) + A'(u')`` from ``u`` and ``residual = f - A u``; also
+        returns ``A'(u')``, which the coarse level's first smoothing step reuses."""
+        u_coarse = self.Pi(u)
+        A_u = A(u_coarse)
+        return u_coarse, self.restrict_residual(residual, plus=A_u), A_u
 
-    def restrict_residual(self, residual: Tensor) -> Tensor:
-        """``f'`` without ``+ A'(u')``: ``R(f - A u)`` (after a ReLU if ``norm=False``)."""
-        return self.R(residual if self.norm else F.relu(residual))
+    def restrict_residual(self, residual: Tensor, plus: Tensor | None = None) -> Tensor:
+        """``R(f - A u)`` (after a ReLU if ``norm=False``), ``+ plus`` if given."""
+        return dispatch.plus(self.R, residual if self.norm else F.relu(residual), plus)

@@ -233,6 +233,15 @@ def read_safetensors(path: Path, map_location) -> dict[str, torch.Tensor]:
     return load_safetensors_bytes(data, str(path), map_location)
 
 
+def read_preprocessing_file(path: Path) -> dict[str, Any]:
+    """``preprocessing.json`` at ``path``: a JSON object, or a :class:`CheckpointError`."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not an object of dataset, image_size, mean, std "
+                              f"(it holds a {type(data).__name__})")
+    return data
+
+
 def checkpoint_preprocessing(config: dict) -> dict[str, Any]:
     return {k: config[k] for k in PREPROCESSING_KEYS if config.get(k) is not None}
 
@@ -244,7 +253,7 @@ def read_preprocessing(path: str | os.PathLike) -> dict[str, Any]:
         return checkpoint_preprocessing(load_checkpoint(where)["config"])
     folder = where if where.is_dir() else where.parent
     file = folder / PREPROCESSING_NAME
-    return dict(read_json(file)) if file.is_file() else {}
+    return read_preprocessing_file(file) if file.is_file() else {}
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike,

@@ -12,7 +12,8 @@ from torch import nn
 
 from ..utils.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from ._hub import (CONFIG_NAME, PREPROCESSING_NAME, PRETRAINED_CFG_NAME, WEIGHTS_NAME,
-                   checkpoint_preprocessing, read_json, read_safetensors, resolve)
+                   checkpoint_preprocessing, read_json, read_preprocessing_file, read_safetensors,
+                   resolve)
 
 __all__ = ["load_model", "from_pretrained", "model_from_checkpoint", "source_architecture",
            "initialize_from"]
@@ -61,7 +62,7 @@ def load_model(source: str | os.PathLike, map_location: str | torch.device = "cp
     state = read_safetensors(folder / WEIGHTS_NAME, map_location)
     load_model_state(model, state, f"weights file {folder / WEIGHTS_NAME}")
     preprocessing = folder / PREPROCESSING_NAME
-    model.preprocessing = dict(read_json(preprocessing)) if preprocessing.is_file() else {}
+    model.preprocessing = read_preprocessing_file(preprocessing) if preprocessing.is_file() else {}
     if (folder / PRETRAINED_CFG_NAME).is_file():
         model.pretrained_cfg = dict(read_json(folder / PRETRAINED_CFG_NAME))
     return model.to(map_location).eval()

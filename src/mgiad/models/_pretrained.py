@@ -53,6 +53,7 @@ import difflib
 import fnmatch
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ from torch import nn
 
 from ..utils.checkpoint import CheckpointError, load_model_state, write_json_atomic
 from ._naming import DATASET_TAGS, NAME_PATTERN, RUNTIME_ARGS, architecture_name, default_tag, plain
-from ._registry import create_registered, is_registered, list_models, model_arguments
+from ._registry import check_model_size, create_registered, is_registered, list_models, model_arguments
 
 __all__ = ["list_pretrained", "pretrained_cfg", "create_pretrained", "find_pretrained",
            "resolve_pretrained", "architecture_name", "default_tag", "weights_dir", "read_manifest",
@@ -107,6 +108,11 @@ def _validate(models: Any, path: Path) -> list[dict[str, Any]]:
         if not is_registered(entry["model"]):
             raise CheckpointError(f"{where} ({name}) needs model {entry['model']!r}, which this "
                                   f"mgiad does not have (models: {', '.join(list_models())})")
+        accuracy = entry["accuracy"].get("test_acc")
+        if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) \
+                or not math.isfinite(accuracy):
+            raise CheckpointError(f"{where} ({name}): accuracy.test_acc must be a finite number, "
+                                  f"got {accuracy!r}")
         if Path(entry["file"]).name != entry["file"]:
             raise CheckpointError(f"{where} ({name}): file {entry['file']!r} must be a plain file "
                                   "name in the weights folder")
@@ -248,6 +254,10 @@ def _build_args(entry: dict[str, Any], kwargs: dict[str, Any], pretrained: bool)
 
 def build(entry: dict[str, Any], directory: Path, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
     args, reset = _build_args(entry, kwargs, pretrained)
+    if reset is not None:  # the new classifier is built by reset_classifier: check its size first
+        known = model_arguments(entry["model"])
+        check_model_size(entry["model"], {**{k: v for k, v in args.items() if k in known},
+                                          "num_classes": reset})
     model = create_registered(entry["model"], **args)
     preprocessing = _preprocessing(entry)
     if pretrained:

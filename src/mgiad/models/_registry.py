@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import os
 from typing import Any, Callable
 
 from torch import nn
@@ -83,9 +82,10 @@ _STEP_ARGUMENTS = ("smoothing_steps", "blocks", "pre_smooth", "post_smooth")
 def check_model_size(name: str, arguments: dict[str, Any]) -> None:
     """Refuse absurd sizes: argument values first (cheap), then the weight count of the model
     built on the ``meta`` device (no memory). ``ValueError`` naming the override."""
-    if os.environ.get("MGIAD_ALLOW_LARGE_MODELS") == "1":
+    from ..utils.limits import large_allowed, limit_hint
+    if large_allowed():
         return
-    hint = "; set MGIAD_ALLOW_LARGE_MODELS=1 if you mean it"
+    hint = limit_hint()
     for key, value in arguments.items():
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         if isinstance(value, (list, tuple)) and len(values) > MAX_LIST_ARGUMENT:

@@ -12,7 +12,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from ..layers import (FASTransfer, SmoothingStep, check_divisible, check_positive_int, conv,
-                     residual, segment, smooth)
+                     dispatch, residual, segment, smooth)
 from ._registry import register_model
 from .multigrid import ResolutionMultigrid, scale_widths
 
@@ -77,7 +77,7 @@ class SiC(nn.Module):
         """Lines 4-7: the correction from channel level ``kappa + 1``."""
         u_c, f_c, A_u_c = self.restrict(f, u, A_u)                    # lines 4-5
         u_hat = self.coarse(f_c, u_c, A_u_c)                          # line 6
-        return u + self.P(u_hat)                                      # line 7
+        return dispatch.plus(self.P, u_hat, u)                        # line 7: u + P-hat(u_hat)
 
     @segment("step", owner=lambda self, *inputs: self.transfer, keep=2)
     def restrict(self, f: Tensor, u: Tensor, A_u: Tensor | None = None):
@@ -85,10 +85,8 @@ class SiC(nn.Module):
         returns ``A-hat_{k+1} u_c``, reused by the coarse level's first smoothing step (or
         ``None`` under ``recompute="step"``, which stores only ``f``, ``u`` for this: holding
         ``A-hat_{k+1} u_c`` through the coarse cycle would cost more memory at the peak)."""
-        r_c = self.transfer.restrict_residual(residual(f, u, self.A, A_u))  # R-hat(f - A u)
-        u_c = self.transfer.Pi(u)                                     # Pi-hat(u)
-        A_u_c = self.coarse.A(u_c)                                    # + A-hat_{k+1} u_{k+1}
-        return u_c, r_c + A_u_c, A_u_c
+        # u_c = Pi-hat(u), f_c = R-hat(f - A-hat u) + A-hat_{k+1} u_c
+        return self.transfer(u, residual(f, u, self.A, A_u), self.coarse.A)
 
 
 @register_model("mgiad")

@@ -20,8 +20,9 @@ def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
     """Channels per resolution level, ``lambda * c_l``; fractional channels are an error."""
     if not widths:
         raise ValueError("widths must name at least one resolution level")
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) \
+            or not 0 < width_mult < float("inf"):  # NaN fails this too
+        raise ValueError(f"width_mult must be a positive finite number, got {width_mult!r}")
     scaled = []
     for w in widths:
         check_positive_int("every entry of widths", w)
@@ -142,9 +143,7 @@ class ResolutionMultigrid(ImageClassifier):
         """FAS to level ``l + 1``, eq. (8)-(9): ``u' = Pi(u)``, ``f' = R(f - A u) + A'(u')``;
         also returns ``A'(u')``, which the first smoothing step on level ``l + 1`` reuses (under
         ``recompute="step"`` it is ``None``: computed again there)."""
-        u, r = self.transfers[l](u, residual(f, u, self.smoothers[l].A))
-        A_u = self.smoothers[l + 1].A(u)
-        return u, r + A_u, A_u
+        return self.transfers[l](u, residual(f, u, self.smoothers[l].A), self.smoothers[l + 1].A)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -3,8 +3,9 @@
 What is measured, per model, on the same input (random images, ``batch_size x 3 x S x S``):
 
 * **train**: one SGD step (forward, cross-entropy, backward, ``step``), in train mode;
-* **infer**: one forward in eval mode under ``torch.inference_mode``, BatchNorm folded into the
-  convolutions (:func:`mgiad.layers.fold.fuse_bn`, checked against the unfolded model first);
+* **infer**: one forward of :func:`mgiad.optimize_for_inference` (BatchNorm folded into the
+  convolutions, checked against the unfolded model; on the CPU in float32 a traced executor on
+  the C++ kernels), under ``torch.inference_mode``;
 * **memory**: the peak memory of two training steps above what was in use before them (model,
   input). CUDA: ``torch.cuda.max_memory_allocated``. CPU: PyTorch keeps no counter, so each model
   runs in a fresh subprocess where a thread samples malloc's bytes in use (glibc ``mallinfo2``);
@@ -31,6 +32,7 @@ import torch
 
 from ..utils.device import resolve_device
 from ..utils.malloc import malloc_tuned, tune_malloc
+from ..utils.limits import check_input, check_size
 from .max_batch import fit_largest_batch, parse_size
 from .memory import _memory_in_subprocess, _training_bytes, cpu_memory_method, measure_memory
 from .specs import DEFAULT_MODELS, ModelSpec, parse_spec
@@ -46,6 +48,7 @@ class BenchResult:
     gflops: float
     train_ms: float | None = None
     infer_ms: float | None = None
+    infer_executor: str | None = None
     peak_mb: float | None = None
     train_images_per_s: float | None = None
     infer_images_per_s: float | None = None
@@ -70,6 +73,7 @@ def run_bench(specs: list[ModelSpec], args: argparse.Namespace, log=print) -> di
             train_fns.append(_train_step_fn(model, x, y, dtype))
         if "infer" in args.measure:
             infer_fns.append(_infer_fn(copy.deepcopy(model), x, dtype))
+            results[-1].infer_executor = infer_fns[-1].executor
     n = args.batch_size
     if train_fns:
         log(f"timing training steps ({args.warmup} warm-up, {args.repeats} interleaved repeats)")
@@ -184,13 +188,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if args.warmup < 0:
         raise ValueError("--warmup must be >= 0")
+    if args.threads is not None:
+        check_size("--threads", args.threads, 1 << 12)
+    specs = [parse_spec(s) for s in (args.model or DEFAULT_MODELS)]
+    for spec in specs:  # sizes before anything is allocated
+        check_input(args.batch_size, spec.kwargs.get("in_chans", 3), args.image_size,
+                    f"the input of {spec.label} (--batch-size x channels x --image-size squared)")
     resolve_device(args.device)  # unknown devices, or CUDA where there is none: one line
     if args.max_batch:
         parse_size(args.max_batch)  # a bad budget fails before any measurement
     if args.threads:
         torch.set_num_threads(args.threads)
     tune_malloc()  # as `mgiad train` does (a no-op when the CLI already did it)
-    specs = [parse_spec(s) for s in (args.model or DEFAULT_MODELS)]
     report = run_bench(specs, args, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(report))
     if args.json:

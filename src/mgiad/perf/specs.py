@@ -28,10 +28,19 @@ class ModelSpec:
         return create_model(self.name, num_classes=num_classes, **self.kwargs)
 
 
-def _literal(text: str) -> Any:
+_PYTHON_SPELLINGS = {"True": True, "False": False, "None": None}
+
+
+def _literal(key: str, text: str) -> Any:
+    """A value as JSON (``[16,32,64]``, ``true``, ``3``), Python's ``True`` / ``False`` / ``None``,
+    else the bare word (``reference``); a list or object that does not parse is an error."""
+    if text in _PYTHON_SPELLINGS:
+        return _PYTHON_SPELLINGS[text]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        if text and (text[0] in "[{(\"" or text[-1] in "]})\""):
+            raise ValueError(f"{key}={text}: not a valid value (a list is written [16,32,64])") from None
         return text
 
 
@@ -47,11 +56,15 @@ def parse_spec(text: str) -> ModelSpec:
             if ch == "," and depth == 0:
                 parts.append(rest[start:i])
                 start = i + 1
+        if depth:
+            raise ValueError(f"unbalanced brackets in {text!r}")
         for part in filter(None, parts):
             key, eq, value = part.partition("=")
             if not eq or not key:
                 raise ValueError(f"bad model argument {part!r} in {text!r}; expected key=value")
-            kwargs[key.strip()] = _literal(value.strip())
+            kwargs[key.strip()] = _literal(key.strip(), value.strip())
+    if "num_classes" in kwargs:  # the labels of the random batch follow --num-classes
+        raise ValueError(f"{text!r}: give the classes with --num-classes, not in the model spec")
     from ..models import model_arguments
     valid = model_arguments(name.strip())  # raises for unknown models
     unknown = sorted(set(kwargs) - set(valid))

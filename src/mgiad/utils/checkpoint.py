@@ -69,16 +69,23 @@ def check_training_state(state: dict, path) -> None:
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint"):
     """``load_state_dict`` that says which tensors disagree when the architectures differ."""
     own = model.state_dict()
+
+    def head(items):
+        return ", ".join(items[:4]) + (f" and {len(items) - 4} more" if len(items) > 4 else "")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                   for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
-        def head(items):
-            return ", ".join(items[:4]) + (f" and {len(items) - 4} more" if len(items) > 4 else "")
         parts = [f"{len(missing)} missing ({head(missing)})" if missing else "",
                  f"{len(unexpected)} unexpected ({head(unexpected)})" if unexpected else "",
                  f"{len(mismatched)} with other shapes ({head(mismatched)})" if mismatched else ""]
         raise CheckpointError(f"the {source} was saved from another architecture or configuration: "
                               + "; ".join(p for p in parts if p))
+    # NaN or infinite weights would answer NaN with exit status 0: a damaged file, never ours
+    broken = [k for k, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+              and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise CheckpointError(f"the {source} holds non-finite values (NaN or infinity) in "
+                              f"{head(broken)}: a damaged file or a diverged run; nothing was loaded")
     model.load_state_dict(state)

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_json_atomic"]
+__all__ = ["atomic_write", "write_json_atomic", "plain_file_mode"]
 
 
 def _umask() -> int:
@@ -17,13 +17,18 @@ def _umask() -> int:
     return mask
 
 
+def plain_file_mode() -> int:
+    """The mode a plain ``open`` gives a new file under the process's umask (mkstemp: 0600)."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, write) -> None:
     """Write ``path`` through a temporary file and a rename (readers never see half a file),
     with the permissions a plain ``open`` would give under the process's umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would not
+        os.chmod(tmp, plain_file_mode())  # mkstemp makes 0600; a plain open() would not
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

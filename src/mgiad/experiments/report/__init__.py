@@ -42,13 +42,40 @@ from ...training.progress import plural
 from ...utils.errors import install_hint
 from .grouping import (OTHER, Group, _md, comparable_weights, deduplicate, display_name, family,
                        group_runs, load_runs)
-from .runs import CORRUPT_METRICS, Run, mean_std, train_accuracy
+from .runs import CORRUPT_METRICS, MALFORMED_RUNS, Run, mean_std, train_accuracy
 from .tables import (curves_of, figure_subtitle, markdown_table, progress_rows, summarize_group,
                      write_csv)
 
 __all__ = ["Run", "Group", "load_runs", "deduplicate", "group_runs", "write_report", "family",
            "display_name", "mean_std", "train_accuracy", "summarize_group", "progress_rows",
            "curves_of", "comparable_weights"]
+
+
+def _headline(groups: list[Group], roots: list, unreadable: list[Path],
+              log: Callable[[str], None]) -> str:
+    """report.md's first line: what was read, and what was dropped or skipped (warned about)."""
+    finished = sum(len(g.runs) for g in groups)
+    running = sum(len(g.running) for g in groups)
+    dropped = [(lost, chosen) for g in groups for lost, chosen in g.duplicates]
+    head = (f"{finished} finished run{'s' if finished != 1 else ''} "
+            f"({sum(1 for g in groups if g.runs)} configurations) and {running} in progress, "
+            f"from {', '.join(str(r) for r in roots)}")
+    if dropped:
+        head += f"; {len(dropped)} duplicate run director{'ies' if len(dropped) != 1 else 'y'} " \
+                "dropped (listed under their table)"
+    if unreadable:
+        head += (f"; {len(unreadable)} director{'ies' if len(unreadable) != 1 else 'y'} naming no "
+                 "known model or dataset skipped: " + ", ".join(f"`{p}`" for p in unreadable))
+    if MALFORMED_RUNS:
+        head += ("; runs with malformed records skipped: "
+                 + ", ".join(f"`{m}`" for m in MALFORMED_RUNS))
+    if CORRUPT_METRICS:
+        head += ("; unreadable metrics.jsonl lines skipped (a damaged file: the run's last.pt "
+                 "holds the full history, `mgiad train --resume` rewrites it): "
+                 + ", ".join(f"`{c}`" for c in CORRUPT_METRICS))
+        for corrupt in CORRUPT_METRICS:
+            log(f"warning: unreadable line skipped in {corrupt}")
+    return head
 
 
 def write_report(roots: Iterable[str | Path] | str | Path, out: str | Path,
@@ -66,6 +93,8 @@ def write_report(roots: Iterable[str | Path] | str | Path, out: str | Path,
     groups = [g for g in group_runs(runs) if wanted is None or g.experiment in wanted]
     out = Path(out)
     written: dict[str, list[Path]] = {"tables": [], "figures": []}
+    for bad in MALFORMED_RUNS:
+        log(f"warning: run skipped, its records are malformed: {bad}")
     if not groups:
         return written
     out.mkdir(parents=True, exist_ok=True)
@@ -76,25 +105,7 @@ def write_report(roots: Iterable[str | Path] | str | Path, out: str | Path,
         except ImportError:
             log("figures skipped: matplotlib is not installed; " + install_hint("plot", "matplotlib"))
             plotting = False
-    finished = sum(len(g.runs) for g in groups)
-    running = sum(len(g.running) for g in groups)
-    dropped = [(lost, chosen) for g in groups for lost, chosen in g.duplicates]
-    head = (f"{finished} finished run{'s' if finished != 1 else ''} "
-            f"({sum(1 for g in groups if g.runs)} configurations) and {running} in progress, "
-            f"from {', '.join(str(r) for r in roots)}")
-    if dropped:
-        head += f"; {len(dropped)} duplicate run director{'ies' if len(dropped) != 1 else 'y'} " \
-                "dropped (listed under their table)"
-    if unreadable:
-        head += (f"; {len(unreadable)} director{'ies' if len(unreadable) != 1 else 'y'} naming no "
-                 "known model or dataset skipped: " + ", ".join(f"`{p}`" for p in unreadable))
-    if CORRUPT_METRICS:
-        head += ("; unreadable metrics.jsonl lines skipped (a damaged file: the run's last.pt "
-                 "holds the full history, `mgiad train --resume` rewrites it): "
-                 + ", ".join(f"`{c}`" for c in CORRUPT_METRICS))
-        for corrupt in CORRUPT_METRICS:
-            log(f"warning: unreadable line skipped in {corrupt}")
-    sections = ["# Results", "", head + ".", ""]
+    sections = ["# Results", "", _headline(groups, roots, unreadable, log) + ".", ""]
     by_table: dict[tuple[str, str], list[Group]] = {}
     for g in groups:
         by_table.setdefault((g.experiment, g.dataset), []).append(g)

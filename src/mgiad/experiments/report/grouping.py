@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from .. import paper
 from ...models._naming import display_name
-from .runs import CORRUPT_METRICS, RUN_FILES, Run, _read_json, _read_metrics
+from .runs import CORRUPT_METRICS, MALFORMED_RUNS, RUN_FILES, Run, _read_json, _read_metrics, malformed
 
 
 OTHER = "runs"      # experiment name for runs that no ``mgiad reproduce`` started
@@ -267,6 +267,7 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[Run], list[Path]]:
     (unreadable)."""
     runs, unreadable, seen = [], [], set()
     CORRUPT_METRICS.clear()
+    MALFORMED_RUNS.clear()
     for root in roots:
         root = Path(root)
         if not root.exists():
@@ -280,6 +281,10 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[Run], list[Path]]:
                       _read_json(directory / "config.json"),
                       _read_json(directory / "experiment.json"),
                       _read_metrics(directory / "metrics.jsonl"))
+            reason = malformed(run)
+            if reason is not None:  # one bad run is skipped, named, never aborts the report
+                MALFORMED_RUNS.append(f"{directory}: {reason}")
+                continue
             try:
                 _info(run)  # a dataset, a model and a recipe the report knows
             except Exception:

@@ -96,6 +96,47 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 RUN_FILES = ("summary.json", "config.json", "experiment.json")
+MALFORMED_RUNS: list[str] = []  # "<directory>: why" of the runs the last load_runs skipped
+
+# the numbers the report reads: where present (and not null) they must be finite numbers
+_SUMMARY_NUMBERS = ("final_test_acc", "best_test_acc", "train_acc", "final_train_acc",
+                    "final_train_running_acc", "final_test_loss", "train_loss", "wall_seconds",
+                    "train_seconds", "images_per_s", "weights", "flops", "multiply_adds")
+_METRIC_NUMBERS = ("test_acc", "train_acc", "train_running_acc", "images_per_s", "elapsed")
+
+
+def malformed(run: Run) -> str | None:
+    """Why ``run``'s records cannot be reported (a non-finite or non-numeric accuracy, a
+    non-integer epoch or seed), or None."""
+    from ...utils.limits import finite
+
+    def count(value: Any, name: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+    try:
+        if run.summary and run.summary.get("final_test_acc") is None:
+            raise ValueError("summary.json records no final_test_acc")
+        for key in _SUMMARY_NUMBERS:
+            if run.summary.get(key) is not None:
+                finite(run.summary[key], f"summary.json: {key}")
+        if "epochs" in run.summary:
+            count(run.summary["epochs"], "summary.json: epochs")
+        train = run.config.get("train", {})
+        if not isinstance(train, dict):
+            raise ValueError("config.json: train is not an object")
+        for source, record in (("config.json", train), ("experiment.json", run.experiment)):
+            for key in ("seed", "epochs"):
+                if record.get(key) is not None:
+                    count(record[key], f"{source}: {key}")
+        for number, metric in enumerate(run.metrics, 1):
+            for key in _METRIC_NUMBERS:
+                if metric.get(key) is not None:
+                    finite(metric[key], f"metrics.jsonl line {number}: {key}")
+            if "epoch" in metric:
+                count(metric["epoch"], f"metrics.jsonl line {number}: epoch")
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:

@@ -72,6 +72,27 @@ MGIAD_INLINE void conv_input_row(typename Isa::V (&acc0)[PB], typename Isa::V (&
   }
 }
 
+// Stores PB output pixels of one row (channels [c0, c0 + width)) through the epilogue of epilogue.h:
+// alpha * acc + beta + add_scale * add, ReLU, + residual, computed in registers.
+template <class Isa, int PB, bool MASKED>
+MGIAD_INLINE void store_with_epilogue(const ConvShape& s, float* out_px, int64_t c0, typename Isa::V (&acc)[PB],
+                                      typename Isa::Mask m) {
+  using V = typename Isa::V;
+  const mgiad_kernels::Epilogue& e = *s.epilogue;
+  const int64_t C = s.C, at = out_px - s.out_base;  // the same pixel in add and residual
+  const V alpha = Isa::template load<MASKED>(e.alpha + c0, m), beta = Isa::template load<MASKED>(e.beta + c0, m);
+  const V scale = Isa::template load<MASKED>(e.add_scale + c0, m);
+  for (int p = 0; p < PB; ++p) {
+    const int64_t i = at + p * C + c0;
+    V v = Isa::fma(acc[p], alpha, beta);
+    if (e.add) v = Isa::fma(Isa::template load<MASKED>(e.add + i, m), scale, v);
+    if (e.relu) v = Isa::max(v, Isa::zero());
+    if (e.residual) v = Isa::add(v, Isa::template load<MASKED>(e.residual + i, m));
+    if (!MASKED && s.stream_out) Isa::store_stream(out_px + p * C + c0, v);
+    else Isa::template store<MASKED>(out_px + p * C + c0, v, m);
+  }
+}
+
 // PB output pixels (x0 ...) of R (1 or 2) output rows y (, y + 1), channels [c0, c0 + width):
 // accumulators in registers; with R = 2 the input rows y and y + 1 are permuted once for both.
 // Between input rows it prefetches the same pixels of the input rows that the next R output rows
@@ -91,6 +112,11 @@ MGIAD_INLINE void conv_block(const ConvShape& s, const float* in_img, const floa
       for (int k = 0; k < R; ++k) {
         __builtin_prefetch(row(y + 1 + R + k) + (x0 + p) * C + c0);
         if (!s.stream_out) __builtin_prefetch(out_px + (R + k) * row_size + p * C + c0, 1);
+        if (s.epilogue) {  // the maps the epilogue reads for those output rows
+          const int64_t at = out_px - s.out_base + (R + k) * row_size + p * C + c0;
+          if (s.epilogue->add) __builtin_prefetch(s.epilogue->add + at);
+          if (s.epilogue->residual) __builtin_prefetch(s.epilogue->residual + at);
+        }
       }
   };
   V acc0[PB], acc1[PB];
@@ -112,6 +138,11 @@ MGIAD_INLINE void conv_block(const ConvShape& s, const float* in_img, const floa
         conv_input_row<Isa, GS, PB, MASKED, true, false>(acc0, acc1, row(y + kh - 1), taps(kh), nullptr, C, x0, c0, has_left, has_right, m);
       prefetch_part(kh);
     }
+  }
+  if (s.epilogue) {
+    store_with_epilogue<Isa, PB, MASKED>(s, out_px, c0, acc0, m);
+    if constexpr (R == 2) store_with_epilogue<Isa, PB, MASKED>(s, out_px + W * C, c0, acc1, m);
+    return;
   }
   if (!MASKED && s.stream_out) {
     for (int p = 0; p < PB; ++p) Isa::store_stream(out_px + p * C + c0, acc0[p]);

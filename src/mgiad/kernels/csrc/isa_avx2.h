@@ -19,6 +19,8 @@ struct Avx2 {
   static inline V zero() { return _mm256_setzero_ps(); }
   static inline V set1(float x) { return _mm256_set1_ps(x); }
   static inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static inline V max(V a, V b) { return _mm256_max_ps(a, b); }
   template <bool MASKED>
   static inline V load(const float* p, Mask m) {
     if constexpr (MASKED) return _mm256_maskload_ps(p, m);

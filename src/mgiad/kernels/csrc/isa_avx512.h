@@ -16,6 +16,8 @@ struct Avx512 {
   static inline V zero() { return _mm512_setzero_ps(); }
   static inline V set1(float x) { return _mm512_set1_ps(x); }
   static inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static inline V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static inline V max(V a, V b) { return _mm512_max_ps(a, b); }
   template <bool MASKED>
   static inline V load(const float* p, Mask m) {
     if constexpr (MASKED) return _mm512_maskz_loadu_ps(m, p);

@@ -4,12 +4,18 @@
 #pragma once
 #include <cstdint>
 
+#include "epilogue.h"
+
 namespace mgiad_kernels {
 
 struct ConvShape {
   int64_t N, H, W, C;  // batch, height, width, channels (in == out)
   int64_t group_size;  // channels per group: 2, 4, 8 or 16
   bool stream_out = false;  // conv_rows: non-temporal stores (output aligned to the vector, C % width == 0)
+  // conv_rows: applied to the accumulators before they are stored (alpha, beta, add_scale all
+  // set), or none; out_base: the output's first element (add and residual have its layout)
+  const Epilogue* epilogue = nullptr;
+  const float* out_base = nullptr;
 };
 
 // Packed weights: for each block of `vector_width` output channels, [kh][kw][j][vector_width] with

@@ -6,8 +6,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <vector>
 
+#include "epilogue_args.h"
 #include "kernels.h"
 
 namespace mgiad_kernels {
@@ -72,7 +74,12 @@ at::Tensor pack_weight(const at::Tensor& weight, int64_t vw, bool transposed) {
   return packed;
 }
 
-at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool transposed) {
+// With an epilogue (epilogue.h) it is applied to the accumulators before they are stored.
+at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool transposed,
+                const std::optional<at::Tensor>& alpha = std::nullopt, const std::optional<at::Tensor>& beta = std::nullopt,
+                const std::optional<at::Tensor>& add = std::nullopt,
+                const std::optional<at::Tensor>& add_scale = std::nullopt, bool relu = false,
+                const std::optional<at::Tensor>& residual = std::nullopt) {
   ConvShape s = check_input(x, weight.size(1), "input");
   check_weight(weight, s.C);
   const IsaKernels k = kernels_for(isa);
@@ -83,6 +90,9 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool
   float* out_ptr = out.data_ptr<float>();
   // outputs larger than the caches go straight to memory (saves reading each line before writing it)
   const int64_t bytes = out.numel() * 4, vector_bytes = k.vector_width * 4;
+  const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
+  const Epilogue resolved = ep.resolved();
+  if (ep.active()) s.epilogue = &resolved, s.out_base = out_ptr;  // applied in registers
   s.stream_out = bytes >= kStreamBytes && s.C % k.vector_width == 0 &&
                  reinterpret_cast<uintptr_t>(out_ptr) % vector_bytes == 0;
   at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
@@ -94,6 +104,14 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool
 // Forward: y = conv(x, weight), groups = C / weight.size(1).
 at::Tensor conv3x3_forward(const at::Tensor& x, const at::Tensor& weight, int64_t isa) {
   return conv(x, weight, isa, false);
+}
+
+// Inference: the forward convolution with an epilogue (epilogue.h) applied as it is computed.
+at::Tensor conv3x3_epilogue(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& alpha,
+                            const std::optional<at::Tensor>& beta, const std::optional<at::Tensor>& add,
+                            const std::optional<at::Tensor>& add_scale, bool relu,
+                            const std::optional<at::Tensor>& residual, int64_t isa) {
+  return conv(x, weight, isa, false, alpha, beta, add, add_scale, relu, residual);
 }
 
 // Gradient of the input: the forward convolution with weights transposed per group and flipped.
@@ -127,6 +145,7 @@ at::Tensor conv3x3_grad_weight(const at::Tensor& x, const at::Tensor& grad_out, 
 TORCH_LIBRARY(mgiad_kernels, m) {
   m.def("cpu_isa", &cpu_isa);
   m.def("conv3x3_forward", &conv3x3_forward);
+  m.def("conv3x3_epilogue", &conv3x3_epilogue);
   m.def("conv3x3_grad_input", &conv3x3_grad_input);
   m.def("conv3x3_grad_weight", &conv3x3_grad_weight);
 }

@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 
+#include "epilogue_args.h"
 #include "transfers.h"
 
 namespace mgiad_kernels {
@@ -97,18 +99,32 @@ void check_dw_weight(const at::Tensor& w) {
               "mgiad_kernels: depthwise weight must be [C_out, 1, 3, 3]");
 }
 
-at::Tensor dw3x3s2_forward(const at::Tensor& x, const at::Tensor& weight, int64_t isa) {
+at::Tensor dw3x3s2_epilogue(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& alpha,
+                            const std::optional<at::Tensor>& beta, const std::optional<at::Tensor>& add,
+                            const std::optional<at::Tensor>& add_scale, bool relu,
+                            const std::optional<at::Tensor>& residual, int64_t isa) {
   check_nhwc(x, "input");
   check_dw_weight(weight);
   const TransferKernels k = transfer_kernels(isa);
   DwShape s = dw_shape(x.sizes(), weight.size(0), k.width);
   const at::Tensor packed = pack_taps(weight, 9, s.w_stride);
   at::Tensor out = empty_nhwc(x, s.N, s.multiplier * s.C, s.Ho, s.Wo);
-  s.stream_out = streams(out, k.width);
+  const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
+  s.stream_out = !ep.active() && streams(out, k.width);
   const float *in = x.data_ptr<float>(), *w = packed.data_ptr<float>();
   float* o = out.data_ptr<float>();
-  at::parallel_for(0, s.N * s.Ho, 1, [&](int64_t b, int64_t e) { k.dw_forward(s, in, w, o, b, e); });
+  at::parallel_for(0, s.N * s.Ho, 1, [&](int64_t b, int64_t e) {
+    if (!ep.active()) return k.dw_forward(s, in, w, o, b, e);
+    for (int64_t r = b; r < e; ++r) {  // the epilogue while the row is in cache
+      k.dw_forward(s, in, w, o, r, r + 1);
+      ep.apply(o, r * s.Wo, (r + 1) * s.Wo);
+    }
+  });
   return out;
+}
+
+at::Tensor dw3x3s2_forward(const at::Tensor& x, const at::Tensor& weight, int64_t isa) {
+  return dw3x3s2_epilogue(x, weight, std::nullopt, std::nullopt, std::nullopt, std::nullopt, false, std::nullopt, isa);
 }
 
 // input_size: [N, C, H, W] of the input (H, W cannot be told from the output's size).
@@ -158,16 +174,30 @@ int64_t pair_narrow(const at::Tensor& w, int64_t in_channels) {
 int64_t pixel_grain(int64_t C) { return std::max<int64_t>(1, 4096 / C); }
 
 // narrow -> wide (expand) or wide -> narrow (reduce) with the flat weight w[k], k = 2c + j.
-at::Tensor pair_map(const at::Tensor& x, const at::Tensor& weight, int64_t C, bool expand, int64_t isa) {
+// `ep` (optional): an epilogue applied to each block of pixels right after it is computed.
+at::Tensor pair_map(const at::Tensor& x, const at::Tensor& weight, int64_t C, bool expand, int64_t isa,
+                    const std::optional<at::Tensor>& alpha = std::nullopt,
+                    const std::optional<at::Tensor>& beta = std::nullopt,
+                    const std::optional<at::Tensor>& add = std::nullopt,
+                    const std::optional<at::Tensor>& add_scale = std::nullopt, bool relu = false,
+                    const std::optional<at::Tensor>& residual = std::nullopt) {
   const TransferKernels k = transfer_kernels(isa);
   const at::Tensor packed = pack_taps(weight, 1, round_up(2 * C, 2 * k.width));
   at::Tensor out = empty_nhwc(x, x.size(0), expand ? 2 * C : C, x.size(2), x.size(3));
   const float *in = x.data_ptr<float>(), *w = packed.data_ptr<float>();
   float* o = out.data_ptr<float>();
   const MapFn fn = expand ? k.expand : k.reduce;
-  const bool stream = streams(out, k.width);
-  at::parallel_for(0, x.size(0) * x.size(2) * x.size(3), pixel_grain(C),
-                   [&](int64_t b, int64_t e) { fn(C, in, w, o, b, e, stream); });
+  const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
+  const bool stream = !ep.active() && streams(out, k.width);
+  const int64_t block = pixel_grain(C);
+  at::parallel_for(0, x.size(0) * x.size(2) * x.size(3), block, [&](int64_t b, int64_t e) {
+    if (!ep.active()) return fn(C, in, w, o, b, e, stream);
+    for (int64_t p = b; p < e; p += block) {  // the epilogue while the pixels are in cache
+      const int64_t p_end = std::min(p + block, e);
+      fn(C, in, w, o, p, p_end, false);
+      ep.apply(o, p, p_end);
+    }
+  });
   return out;
 }
 
@@ -175,6 +205,15 @@ at::Tensor pair1x1_forward(const at::Tensor& x, const at::Tensor& weight, int64_
   check_nhwc(x, "input");
   const int64_t C = pair_narrow(weight, x.size(1));
   return pair_map(x, weight, C, weight.size(1) == 1, isa);
+}
+
+at::Tensor pair1x1_epilogue(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& alpha,
+                            const std::optional<at::Tensor>& beta, const std::optional<at::Tensor>& add,
+                            const std::optional<at::Tensor>& add_scale, bool relu,
+                            const std::optional<at::Tensor>& residual, int64_t isa) {
+  check_nhwc(x, "input");
+  const int64_t C = pair_narrow(weight, x.size(1));
+  return pair_map(x, weight, C, weight.size(1) == 1, isa, alpha, beta, add, add_scale, relu, residual);
 }
 
 at::Tensor pair1x1_grad_input(const at::Tensor& grad_out, const at::Tensor& weight, int64_t isa) {
@@ -208,9 +247,11 @@ at::Tensor pair1x1_grad_weight(const at::Tensor& x, const at::Tensor& grad_out, 
 
 TORCH_LIBRARY_FRAGMENT(mgiad_kernels, m) {
   m.def("dw3x3s2_forward", &dw3x3s2_forward);
+  m.def("dw3x3s2_epilogue", &dw3x3s2_epilogue);
   m.def("dw3x3s2_grad_input", &dw3x3s2_grad_input);
   m.def("dw3x3s2_grad_weight", &dw3x3s2_grad_weight);
   m.def("pair1x1_forward", &pair1x1_forward);
+  m.def("pair1x1_epilogue", &pair1x1_epilogue);
   m.def("pair1x1_grad_input", &pair1x1_grad_input);
   m.def("pair1x1_grad_weight", &pair1x1_grad_weight);
 }

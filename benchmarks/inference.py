@@ -1,0 +1,140 @@
+"""Inference on the CPU: MGiaD against the ResNet a deploying user would pick, batch 1, 8 and 64.
+
+Pairs: MGiaD(lambda=3, g_s=4, c_K=64) against ResNet18 on 3x32x32, and table 2's 16-32-64 MGiaD
+(c_K=16, g_s=4) against ResNet20 on 1x32x32. Each model runs as
+
+* ``optimized``: ``mgiad.optimize_for_inference`` (BatchNorm folded, epilogues on the C++ kernels,
+  the traced executor);
+* ``folded NCHW`` / ``folded NHWC``: ``fuse_bn`` run in Python (the state before the kernels'
+  epilogues and the executor), in both memory formats;
+* ``onnxruntime`` (``--onnx``): the model exported by ``mgiad.deploy.export_model`` and run by
+  onnxruntime with the same number of threads.
+
+One process, the PyTorch variants of a pair interleaved per repeat, then the onnxruntime ones
+(their thread pools must not compete), medians; PyTorch rows are ratios against the ResNet's
+fastest PyTorch variant, onnxruntime rows against the ResNet in onnxruntime. Models get non-trivial BatchNorm statistics (as a trained model has).
+
+    python benchmarks/inference.py [--batches 1,8,64] [--repeats 15] [--threads 2] [--onnx]
+                                   [--only big|small] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import mgiad
+from mgiad.layers.fold import fuse_bn
+from mgiad.utils.malloc import tune_malloc
+
+PAIRS = {
+    "big": (("resnet18", {}), ("mgiad", dict(width_mult=3, coarse_channels=64, group_size=4)), 3),
+    "small": (("resnet20", {}), ("mgiad", dict(widths=(16, 32, 64), coarse_channels=16,
+                                               group_size=4)), 1),
+}
+
+
+def trained_like(name, in_chans, **kwargs):
+    torch.manual_seed(0)
+    model = mgiad.create_model(name, num_classes=10, in_chans=in_chans, **kwargs)
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 1.5, generator=g)
+    return model.eval()
+
+
+def variants(name, kwargs, in_chans, onnx, threads):
+    model = trained_like(name, in_chans, **kwargs)
+    out = {"optimized": (mgiad.optimize_for_inference(model), False)}
+    folded = fuse_bn(model)
+    out["folded NCHW"] = (folded, False)
+    out["folded NHWC"] = (fuse_bn(model).to(memory_format=torch.channels_last), True)
+    if onnx:
+        out["onnxruntime"] = (onnx_session(model, threads), False)
+    return out
+
+
+def onnx_session(model, threads):
+    import onnxruntime as ort
+    from mgiad.deploy.export import export_model
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_model(model, path, "onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # no busy-waiting between runs: its spinning threads would take the cores from PyTorch's
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.numpy()})
+
+
+def time_pair(models, batch, in_chans, repeats):
+    calls = {}
+    for label, (run, channels_last) in models.items():
+        x = torch.randn(batch, in_chans, 32, 32)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        def call(run=run, x=x):
+            with torch.inference_mode():
+                run(x)
+        calls[label] = call
+    times = {label: [] for label in calls}
+    for r in range(repeats + 2):
+        for label, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            if r >= 2:
+                times[label].append(time.perf_counter() - t0)
+    return {label: statistics.median(t) * 1e3 for label, t in times.items()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batches", default="1,8,64")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--onnx", action="store_true", help="also onnxruntime (needs onnx, onnxruntime)")
+    p.add_argument("--only", choices=sorted(PAIRS))
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    tune_malloc()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for pair, ((resnet, r_kw), (net, n_kw), in_chans) in PAIRS.items():
+        if args.only and pair != args.only:
+            continue
+        models = {f"{resnet} {k}": v for k, v in variants(resnet, r_kw, in_chans, args.onnx, args.threads).items()}
+        models.update({f"{net} {k}": v for k, v in variants(net, n_kw, in_chans, args.onnx, args.threads).items()})
+        for batch in [int(b) for b in args.batches.split(",")]:
+            repeats = args.repeats * (5 if batch == 1 else 1)  # short calls: more of them
+            # PyTorch and onnxruntime are timed in separate rounds: their thread pools, interleaved,
+            # wait on each other's cores
+            torch_models = {k: v for k, v in models.items() if not k.endswith("onnxruntime")}
+            ort_models = {k: v for k, v in models.items() if k.endswith("onnxruntime")}
+            ms = time_pair(torch_models, batch, in_chans, repeats)
+            if ort_models:
+                ms.update(time_pair(ort_models, batch, in_chans, repeats))
+            base = min(v for k, v in ms.items() if k.startswith(resnet) and k in torch_models)
+            base_ort = ms.get(f"{resnet} onnxruntime")
+            for label, t in ms.items():
+                b = base_ort if label in ort_models else base
+                rows.append(dict(pair=pair, batch=batch, model=label, ms=round(t, 3),
+                                 ratio=round(t / b, 3)))
+                print(f"{pair:5s} batch {batch:3d}  {label:28s} {t:9.2f} ms  {t / b:5.2f}x", flush=True)
+    if args.json:
+        meta = dict(torch=torch.__version__, python=platform.python_version(), threads=args.threads,
+                    repeats=args.repeats, machine=platform.machine(), processor=platform.processor())
+        Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

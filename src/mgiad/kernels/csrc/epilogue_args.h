@@ -1,0 +1,75 @@
+// An Epilogue (epilogue.h) from an operator's optional tensor arguments, checked against the output
+// it will be applied to; shared by the operators of ops.cpp, transfer_ops.cpp and epilogue_ops.cpp.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+
+#include <optional>
+
+#include "epilogue.h"
+
+namespace mgiad_kernels {
+
+class EpilogueArgs {
+ public:
+  // out: the NHWC float32 output; per-channel vectors have out.size(1) entries; maps have its shape.
+  EpilogueArgs(const at::Tensor& out, const std::optional<at::Tensor>& alpha, const std::optional<at::Tensor>& beta,
+               const std::optional<at::Tensor>& add, const std::optional<at::Tensor>& add_scale, bool relu,
+               const std::optional<at::Tensor>& residual)
+      : C_(out.size(1)) {
+    e_.alpha = channels(alpha, 0, "alpha");
+    e_.beta = channels(beta, 1, "beta");
+    e_.add_scale = channels(add_scale, 2, "add_scale");
+    e_.add = map(out, add, 3, "add");
+    e_.residual = map(out, residual, 4, "residual");
+    e_.relu = relu;
+    TORCH_CHECK(!e_.add_scale || e_.add, "mgiad_kernels: add_scale without add");
+    ones_ = at::ones({C_}, out.options().memory_format(at::MemoryFormat::Contiguous));
+    zeros_ = at::zeros({C_}, out.options().memory_format(at::MemoryFormat::Contiguous));
+  }
+
+  bool active() const { return e_.active(); }
+
+  // The epilogue with alpha, beta and add_scale always set (ones and zeros where not given).
+  Epilogue resolved() const {
+    Epilogue r = e_;
+    if (!r.alpha) r.alpha = ones_.data_ptr<float>();
+    if (!r.beta) r.beta = zeros_.data_ptr<float>();
+    if (!r.add_scale) r.add_scale = ones_.data_ptr<float>();
+    return r;
+  }
+
+  // Applies the epilogue to pixels [p0, p1) of out, in place; or reading y, writing out.
+  void apply(float* out, int64_t p0, int64_t p1) const { apply(out, out, p0, p1); }
+  void apply(const float* y, float* out, int64_t p0, int64_t p1) const {
+    apply_epilogue(e_, y, out, C_, p0, p1, ones_.data_ptr<float>(), zeros_.data_ptr<float>());
+  }
+
+ private:
+  const float* channels(const std::optional<at::Tensor>& t, int slot, const char* name) {
+    if (!t.has_value()) return nullptr;
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu() && t->numel() == C_,
+                "mgiad_kernels: ", name, " must be a float32 CPU tensor of ", C_, " channels");
+    keep_[slot] = t->contiguous();
+    return keep_[slot].data_ptr<float>();
+  }
+
+  const float* map(const at::Tensor& out, const std::optional<at::Tensor>& t, int slot, const char* name) {
+    if (!t.has_value()) return nullptr;
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu() && t->sizes() == out.sizes(),
+                "mgiad_kernels: ", name, " must be a float32 CPU tensor of the output's shape ", out.sizes());
+    TORCH_CHECK(t->is_contiguous(at::MemoryFormat::ChannelsLast), "mgiad_kernels: ", name,
+                " must be channels_last contiguous");
+    TORCH_CHECK(t->data_ptr<float>() != out.data_ptr<float>(), "mgiad_kernels: ", name,
+                " must not be the output itself");
+    keep_[slot] = *t;
+    return t->data_ptr<float>();
+  }
+
+  int64_t C_;
+  Epilogue e_;
+  at::Tensor keep_[5], ones_, zeros_;
+};
+
+}  // namespace mgiad_kernels

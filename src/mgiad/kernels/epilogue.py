@@ -1,0 +1,102 @@
+"""Inference convolutions with an element-wise epilogue (no autograd), for BatchNorm-folded models:
+
+    y = conv(x);   v = alpha * y + beta + add_scale * add;   v = relu(v) if relu;   v + residual
+
+``alpha``, ``beta``, ``add_scale`` are per-channel vectors, ``add`` and ``residual`` maps of the
+output's shape; each is optional. The C++ kernels apply the epilogue to each block of output rows
+right after computing it, while it is still in cache, so a smoothing step with BatchNorm folded
+(eq. 5) costs two passes over memory instead of seven. Where no kernel computes the convolution,
+PyTorch's does and the epilogue runs as one in-place pass (``epilogue_``), or as PyTorch operations
+where the kernels are off. Every function computes exactly :func:`reference`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import runtime
+from .autograd import may_run, operators
+from .functional import kernels_for
+
+__all__ = ["conv2d", "apply", "apply_", "reference"]
+
+_KEYS = ("alpha", "beta", "add", "add_scale", "relu", "residual")
+
+
+def reference(y: Tensor, alpha=None, beta=None, add=None, add_scale=None, relu=False,
+              residual=None) -> Tensor:
+    """The epilogue in PyTorch operations (a new tensor; ``y`` is not changed)."""
+    shape = (1, -1, 1, 1)
+    v = y if alpha is None else y * alpha.view(shape)
+    if beta is not None:
+        v = v + beta.view(shape)
+    if add is not None:
+        v = v + (add if add_scale is None else add * add_scale.view(shape))
+    if relu:
+        v = F.relu(v)
+    return v if residual is None else v + residual
+
+
+def _kernels_run(*tensors: Tensor | None) -> bool:
+    """The kernels may run, nothing needs a gradient, and every map is an NHWC float32 CPU tensor."""
+    if not may_run() or torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in tensors):
+        return False
+    return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in tensors)
+
+
+def _nhwc(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous(memory_format=torch.channels_last)
+
+
+def _args(epilogue: dict) -> list:
+    unknown = set(epilogue) - set(_KEYS)
+    if unknown:
+        raise TypeError(f"unknown epilogue arguments {sorted(unknown)}; expected {list(_KEYS)}")
+    a = [epilogue.get(k) for k in _KEYS]
+    a[4] = bool(a[4])
+    a[2], a[5] = _nhwc(a[2]), _nhwc(a[5])
+    return a
+
+
+def _on_kernels(y: Tensor, args: list) -> bool:
+    return (y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last)
+            and _kernels_run(y, *args[:4], args[5]))
+
+
+def apply(y: Tensor, **epilogue) -> Tensor:
+    """The epilogue of ``y`` as a new tensor (one pass on the kernels where they run)."""
+    args = _args(epilogue)
+    return operators().epilogue(y, *args) if _on_kernels(y, args) else reference(y, **epilogue)
+
+
+def apply_(y: Tensor, **epilogue) -> Tensor:
+    """The epilogue on ``y``: in place (one pass, on the kernels) where they run, else a new tensor."""
+    args = _args(epilogue)
+    return operators().epilogue_(y, *args) if _on_kernels(y, args) else reference(y, **epilogue)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
+           groups: int = 1, **epilogue) -> Tensor:
+    """``F.conv2d(x, weight, bias, ...)`` followed by the epilogue; ``bias`` folds into ``beta``
+    (only one of them may be given). The output is channels_last where the kernels compute it."""
+    if bias is not None:
+        if epilogue.get("beta") is not None:
+            raise TypeError("give bias or beta, not both")
+        epilogue = dict(epilogue, beta=bias if epilogue.get("alpha") is None else None)
+        if epilogue["beta"] is None:  # alpha * (y + b) = alpha * y + alpha * b
+            epilogue["beta"] = epilogue["alpha"] * bias
+    args = _args(epilogue)
+    if _kernels_run(x, weight, *args[:4], args[5]):
+        ops = kernels_for(x, weight, stride, padding, dilation, groups)
+        if ops is not None:
+            return ops.epilogue(_nhwc(x), weight.contiguous(), *args, runtime.isa())
+    if epilogue.get("alpha") is None:  # a bias the convolution can add itself
+        bias, epilogue = epilogue.get("beta"), dict(epilogue, beta=None)
+    else:
+        bias = None
+    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    if all(epilogue.get(k) is None for k in ("alpha", "beta", "add", "residual")):
+        return F.relu(y, inplace=True) if epilogue.get("relu") else y
+    return apply_(y, **epilogue)
