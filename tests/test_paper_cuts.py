@@ -56,6 +56,7 @@ def test_install_hints_keep_the_constraints_and_never_fetch_mgiad_from_the_index
     for path in (REPO / "src" / "mgiad").rglob("*.py"):
         text = path.read_text()
         assert not re.search(r"pip install '?mgiad\[", text), path
+        assert not re.search(r"pip install (?!-c constraints\.txt)", text), path
 
 
 def test_amp_on_the_cpu_is_bf16_autocast():

@@ -1,6 +1,6 @@
 """What a training run says while it runs: its plan, an estimate of its duration, and progress.
 
-On a terminal a tqdm bar shows each epoch (``pip install tqdm``); otherwise (a log file, a
+On a terminal a tqdm bar shows each epoch (with tqdm, the ``progress`` extra); otherwise (a log file, a
 scheduler, ``--no-progress``) a line is printed every ``interval`` seconds, so a long epoch is
 never silent. Both carry the estimated time to the end of the run.
 """
