@@ -14,7 +14,8 @@ Keyword arguments are those of ``mgiad.create_model(<family>, ...)`` (see ``mgia
 (a run directory or its best.pt) instead of building an untrained one; no weights are downloaded.
 
 Pretrained weights ship inside the package (``mgiad.list_pretrained()``; names
-``"<architecture>.<tag>"``, see ``mgiad.models._pretrained``) and load offline, in eval mode:
+``"<architecture>.<tag>"``, see ``mgiad.models._pretrained``) and load offline, in train mode as
+timm's models (call ``.eval()`` to predict; ``weights=`` loads in eval mode):
 ``pretrained(name, **kwargs)`` is ``mgiad.create_model(name, pretrained=True, **kwargs)``; a family's
 entry with ``pretrained=True`` loads the one shipped model of that family whose tag is ``tag`` (if
 given) and whose architecture agrees with the keyword arguments given, and says which names match

@@ -11,7 +11,8 @@ from mgiad.data.digits import load_digits_split
 
 
 def test_registry_names_and_facts():
-    assert list(DATASETS) == ["digits", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "imagenet"]
+    assert list(DATASETS) == ["digits", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "imagenet",
+                             "folder"]
     info = dataset_info("cifar10")
     assert isinstance(info, DatasetInfo) and info.num_classes == 10 and info.in_chans == 3
     assert info.image_size == 32 and info.mean == (0.4914, 0.4822, 0.4465) and info.in_memory

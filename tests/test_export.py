@@ -144,10 +144,10 @@ def test_failed_check_writes_nothing(tmp_path, monkeypatch):
 
 def test_missing_onnxruntime_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(MissingDependencyError, match="pip install onnxruntime"):
+    with pytest.raises(MissingDependencyError, match="constraints.txt onnxruntime"):
         export_mod._run_onnx(tmp_path / "m.onnx")
     monkeypatch.setitem(sys.modules, "onnxscript", None)
-    with pytest.raises(MissingDependencyError, match="pip install onnx onnxscript"):
+    with pytest.raises(MissingDependencyError, match="constraints.txt onnx onnxscript"):
         export_model(small("resnet20"), tmp_path / "m.onnx", "onnx")
 
 

@@ -205,10 +205,23 @@ def test_tune_malloc_keeps_large_blocks_out_of_mmap():
     assert not applied and mmapped >= 64 * 2**20
 
 
+def _last_level(model, x):
+    """The last smoother's output (inside the model: the fast path's layout)."""
+    seen = []
+    hook = model.smoothers[-1].register_forward_hook(lambda m, i, out: seen.append(out))
+    try:
+        features = model.forward_features(x)
+    finally:
+        hook.remove()
+    return seen[0], features
+
+
 def test_fast_path_runs_channels_last_on_cpu():
     reference, fast_model = _pair("mgiad", CONFIGS["mgiad-small"][1])
     x, _ = _batch(reference, 16)
-    assert fast_model.forward_features(x).is_contiguous(memory_format=torch.channels_last)
+    inside, features = _last_level(fast_model, x)
+    assert inside.is_contiguous(memory_format=torch.channels_last)
+    assert features.is_contiguous()  # handed back in the input's NCHW layout
     assert reference.forward_features(x).is_contiguous()
 
 
@@ -219,7 +232,8 @@ def test_one_channel_images_run_channels_last(name):
     torch.manual_seed(0)
     model = mgiad.create_model(name, in_chans=1, num_classes=5, widths=(8, 16))
     x = torch.randn(2, 1, 8, 8)
-    assert model.forward_features(x).is_contiguous(memory_format=torch.channels_last)
+    inside, features = _last_level(model, x)
+    assert inside.is_contiguous(memory_format=torch.channels_last) and features.is_contiguous()
     reference = copy.deepcopy(model).set_impl("reference")
     _close(model(x), reference(x), "logits")
 

@@ -116,7 +116,7 @@ def test_group_size_at_least_the_channel_level_means_fully_coupled():
     (dict(width_mult=-1), "width_mult"),
     (dict(widths=(64, 0)), "widths"),
     (dict(widths=()), "widths"),
-    (dict(num_classes=0), "num_classes"),
+    (dict(num_classes=-1), "num_classes"),  # 0 is valid: no classifier (timm)
     (dict(in_chans=0), "in_chans"),
     (dict(pre_smooth=-1), "pre_smooth"),
     (dict(pre_smooth=0, post_smooth=0), "pre_smooth"),

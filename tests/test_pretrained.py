@@ -119,8 +119,8 @@ def test_create_model_pretrained_is_the_runs_final_model(env):
     model = mgiad.create_model(NAME, pretrained=True)
     final = mgiad.from_pretrained(env.run / "last.pt")
     x, _ = digits_batch()
-    assert not model.training
-    assert torch.equal(outputs(model, x), outputs(final, x))
+    assert model.training and not final.training  # create_model as timm's; loaders: eval mode
+    assert torch.equal(outputs(model.eval(), x), outputs(final, x))
     assert model.config == final.config
     assert model.pretrained_cfg == env.entry
     assert model.preprocessing == {**final.preprocessing, "class_names": [str(i) for i in range(10)]}

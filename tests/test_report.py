@@ -365,7 +365,8 @@ def test_report_without_matplotlib_or_runs(grid, tmp_path, monkeypatch, capsys):
     lines = []
     written = report.write_report(root, tmp_path / "r", log=lines.append)
     assert written["figures"] == [] and (tmp_path / "r" / "tiny-digits.md").is_file()
-    assert any("mgiad[plot]" in line for line in lines)
+    assert any('pip install -c constraints.txt -e ".[plot]"' in line for line in lines)
+    assert not any("mgiad[plot]" in line for line in lines)  # mgiad is not on the index
     monkeypatch.undo()
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -458,7 +459,7 @@ def test_accuracy_figure_keeps_budgets_apart_and_is_readable():
 
 
 def test_learning_curves_show_the_paper_and_where_runs_stand():
-    from mgiad.report_figures import learning_curves_figure
+    from mgiad.experiments.report.curves import learning_curves_figure
     epochs = list(range(1, 31))
 
     def run(seed, n, finished, final):
@@ -486,6 +487,45 @@ def test_learning_curves_show_the_paper_and_where_runs_stand():
     assert any("ResNet20 (1 in progress; paper 93.02)" == t for t in legend)
     assert any(t.startswith("MGiaD 16-32-64 $c_K$=16 $g_s$=8 (2 seeds") for t in legend)
     assert any("after 400 epochs" in t for t in legend)
+
+
+def test_learning_curves_focus_on_the_band_the_runs_settle_in():
+    from mgiad.experiments.report.curves import learning_curves_figure
+    epochs = list(range(1, 31))
+
+    def run(seed, dip):
+        test = [92.0 + 0.04 * e - (4.0 if e < 4 else 0.0) for e in epochs]
+        if dip:
+            test[1] = 47.0  # one seed collapses in epoch 2
+        return {"seed": seed, "finished": True, "target": 30, "epoch": epochs, "test_acc": test,
+                "train_running_acc": [95.0 + 0.1 * e for e in epochs]}
+    curves = [{"label": "MGiaD", "budget": "30 ep", "paper_test_acc": 93.35, "paper_epochs": 400,
+               "runs": [run(0, True), run(1, False), run(2, False)]}]
+    fig = learning_curves_figure("Table 2", "30 ep", curves)
+    fig.canvas.draw()
+    low, high = fig.axes[0].get_ylim()
+    assert 85.0 < low < 92.0 and 93.35 < high <= 100.0  # not down to the dip at 47
+    assert (high - low) < 10.0                           # the band where the runs differ is legible
+    notes = [t.get_text() for t in fig.axes[0].texts]
+    assert any("below the axis (lowest 47.0%, epoch 2)" in t for t in notes), notes
+
+
+def test_speed_axis_labels_a_tick_beyond_both_ends_and_says_it_is_no_benchmark():
+    from mgiad.report_figures import accuracy_figure
+    rows = [_finished_row(f"m{i}", "MGiaD g_s=4", w, speed, 92.9 + 0.05 * i, 0.1, "30 ep")
+            for i, (w, speed) in enumerate(((27e3, 3210), (37e3, 3300), (100e3, 3920),
+                                            (272e3, 4960)))]
+    fig = accuracy_figure("Table 2", "30 ep", rows)
+    fig.canvas.draw()
+    for ax, values in ((fig.axes[0], [r["weights"] for r in rows]),
+                       (fig.axes[1], [r["images_per_s"] for r in rows])):
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert min(ticks) <= min(values) and max(ticks) >= max(values), (ticks, values)
+        _no_overlap(fig, ax)
+    assert "not a benchmark" in fig.axes[1].get_title()
+    from mgiad.experiments.report.tables import SPEED_CAVEAT
+    assert "not a benchmark" in SPEED_CAVEAT
 
 
 @pytest.mark.parametrize("summary, metrics, why", [

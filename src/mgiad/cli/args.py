@@ -7,7 +7,9 @@ import re
 from typing import Any
 
 from ..data import DATASETS, dataset_info
+from ..layers.blocks import POOLS, Stem
 from ..models._registry import builders, is_registered
+from ..models.resnet import SHORTCUTS
 
 __all__ = ["MODEL_ARG_HELP", "add_model_arguments", "model_kwargs_from_args", "add_data_arguments",
            "dataset_names", "plain_text"]
@@ -34,7 +36,22 @@ MODEL_ARG_HELP = {
                  "(least memory; docs/performance.md has the memory and time of each)",
     "impl": "'fast' (default: channels-last on CPU, memory-lean smoothing steps) or 'reference' "
             "(the readable code); same results (MgNet, MGiaD)",
+    "shortcut": "ResNet shortcut where a block changes shape: 'A' stride-2 subsampling with zero "
+                "channels appended, no weights (ResNet20's default); 'B' a 1x1 convolution + BN "
+                "projection (ResNet18's default)",
+    "transfer_norm": "MgNet: BN + ReLU after the FAS transfers R and Pi (default, the paper's "
+                     "text); --no-transfer-norm: none, and a ReLU on f - A u before R (the "
+                     "authors' code, the paper's MgNet weight counts; mgiad reproduce uses it)",
+    "global_pool": "pooling before the classifier: 'avg' (default), 'max', 'avgmax', or '' (none; "
+                   "needs --num-classes 0)",
+    "drop_rate": "dropout on the pooled features before the classifier, while training (0)",
+    "drop_path_rate": "stochastic depth, rising linearly to this rate: ResNet / MGIC residual "
+                      "branches, MgNet / MGiaD smoothing-step corrections (0)",
 }
+
+# arguments with a fixed set of values: the flag offers them as choices
+MODEL_ARG_CHOICES = {"stem": Stem.kinds, "shortcut": SHORTCUTS, "share": ("AB", "A"),
+                     "global_pool": POOLS}
 
 
 def _is_sequence(annotation: Any) -> bool:
@@ -75,7 +92,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
             elif _is_sequence(p.annotation) or isinstance(p.default, (tuple, list)):
                 group.add_argument(flag, type=kind, nargs="+", default=None, help=help_text)
             else:
-                group.add_argument(flag, type=kind, default=None, help=help_text)
+                group.add_argument(flag, type=kind, default=None, help=help_text,
+                                   choices=MODEL_ARG_CHOICES.get(p.name))
 
 
 def model_kwargs_from_args(args: argparse.Namespace, dataset: str | None = None) -> dict[str, Any]:

@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..models._pretrained import names_for_choices
     shipped = names_for_choices()
     p.add_argument("--checkpoint", default=None,
-                   help="best.pt, last.pt or a run directory (or give --model NAME instead)")
+                   help="best.pt, last.pt or a run directory (its best.pt, else last.pt; give "
+                   "RUN/last.pt for the final model) (or give --model NAME instead)")
     add_data_arguments(p, None)
     for action in p._actions:  # the defaults depend on the checkpoint / pretrained model
         if action.dest == "dataset":

@@ -25,7 +25,8 @@ print the max abs difference. The file is written only if it is within --atol.""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True,
-                   help="run directory, best.pt / last.pt, or a save_pretrained directory")
+                   help="run directory (its best.pt, else last.pt), best.pt / last.pt, or a "
+                   "save_pretrained directory")
     p.add_argument("--format", default=None, choices=["onnx", "torchscript", "pt2"],
                    help="onnx (torch.onnx, needs onnx + onnxscript; checked with onnxruntime), "
                    "torchscript (torch.jit.trace) or pt2 (torch.export); default: from --out's "

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mgiad", description="MGiaD: multigrid in all dimensions. Models of the paper "
         "(mgiad, mgnet, mgic, resnet18, resnet20), their weight and FLOP counts, training and "
         "evaluation.")
+    from ..version import __version__
+    parser.add_argument("--version", action="version", version=f"mgiad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name in COMMANDS:
         command = _command(name)

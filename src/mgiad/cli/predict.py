@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files and/or folders")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint",
-                       help="run directory, best.pt / last.pt, or a save_pretrained directory")
+                       help="run directory (its best.pt, else last.pt), best.pt / last.pt, or a "
+                       "save_pretrained directory")
     from ..models._pretrained import names_for_choices
     shipped = names_for_choices()
     which.add_argument("--model", metavar="NAME", choices=shipped or None,
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     if args.model is not None:
         from ..models import create_model
-        model = create_model(args.model, pretrained=True).to(device)
+        model = create_model(args.model, pretrained=True).to(device).eval()
     else:
         model = load(args.checkpoint, device)
     recorded = getattr(model, "preprocessing", {}) or {}

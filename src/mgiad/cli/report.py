@@ -12,8 +12,8 @@ Read every finished run (summary.json) under RUNS, group the seeds of each confi
 budget, and write one table per experiment and dataset in the paper's layout beside the paper's
 values, the accuracy-vs-weights figure (with a wall-clock panel) and report.md. Mean and sample
 standard deviation (ddof=1) over seeds; runs with fewer epochs than the paper's recipe are
-labelled with their budget. Figures need matplotlib (pip install 'mgiad[plot]'); no display is
-needed."""
+labelled with their budget. Figures need matplotlib (from a clone: pip install -c constraints.txt -e ".[plot]"); no
+display is needed."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

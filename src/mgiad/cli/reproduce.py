@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--dry-run", action="store_true", help="print the runs (and their status) only")
     e.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: run here, one after another; slurm: submit one job per unfinished "
-                   "run with submitit (pip install 'mgiad[slurm]')")
+                   "run with submitit (from a clone: pip install -c constraints.txt -e \".[slurm]\")")
     s = p.add_argument_group("slurm (with --launcher slurm)")
     s.add_argument("--slurm-partition", default=None, help="partition")
     s.add_argument("--slurm-time", type=int, default=24 * 60, help="minutes per job (default: 1440)")

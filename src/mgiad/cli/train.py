@@ -6,7 +6,7 @@ import argparse
 from ..models import list_models
 from .args import add_data_arguments, add_model_arguments, model_kwargs_from_args
 
-HELP = "train a model (default: MGiaD on the bundled digits, offline, < 3 min)"
+HELP = "train a model (default: MGiaD on the bundled digits, offline, ~1.5 min on a CPU)"
 DESCRIPTION = """\
 Train with the paper's recipe (SGD, momentum 0.9, weight decay 1e-4, batch 128, lr 0.05, cosine,
 400 epochs; Fashion-MNIST: lr x0.1 every 25 epochs; ImageNet: batch 512). Writes config.json,
@@ -15,8 +15,17 @@ metrics.jsonl, last.pt, best.pt and summary.json to the run directory. Ctrl-C sa
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="mgiad", choices=list_models(), help="architecture (default: mgiad)")
+    p.add_argument("--model", default=None, choices=list_models(),
+                   help="architecture (default: mgiad; with --pretrained / --init-from: theirs)")
     add_data_arguments(p, "digits")
+    w = p.add_argument_group("start from trained weights (fine-tuning)")
+    w.add_argument("--pretrained", default=None, metavar="NAME",
+                   help="shipped weights (mgiad.list_pretrained(), e.g. "
+                   "mgiad_16_32_64_ck16_gs8.fmnist_paper_e30): their architecture and weights; "
+                   "a new classifier when --dataset has another number of classes")
+    w.add_argument("--init-from", default=None, metavar="RUN_OR_FOLDER",
+                   help="a run directory (its best.pt), a best.pt / last.pt file or a "
+                   "save_pretrained folder: its architecture and weights, as --pretrained")
     r = p.add_argument_group("recipe (default: the paper's, per dataset)")
     r.add_argument("--epochs", type=int, default=None, help="epochs (paper: 400)")
     r.add_argument("--batch-size", type=int, default=None, help="global batch per step (paper: 128)")
@@ -44,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
                    help="continue the run in RUN (a run directory or its last.pt; default: --out)")
     e.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on for CUDA, where it is ~2x faster; off on CPU; "
+                   help="bf16 autocast (default: on for CUDA, where it is ~2x faster; off on the "
+                   "CPU, where --amp autocasts to bf16 too, worth it on CPUs with AVX512-BF16 "
+                   "or AMX; "
                    "--no-amp on CUDA is strict float32, TF32 off; mgiad reproduce trains in "
                    "float32 as the paper)")
     e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -71,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def _train_or_resume(args: argparse.Namespace) -> int:
     from ..training import train
     if args.resume is not None:
+        args.model = args.model or "mgiad"  # only to name the model flags given
         args.resume = args.resume or args.out
         if not args.resume:
             raise ValueError("--resume needs the run to continue: --resume runs/<name>")
@@ -92,9 +104,29 @@ def _train_or_resume(args: argparse.Namespace) -> int:
 
 def _train_config(args: argparse.Namespace):
     """The TrainConfig of the flags: one flag per field, of the same name (``--no-verify-data``
-    for ``verify_data``; the model arguments are the model's own flags)."""
+    for ``verify_data``; the model arguments are the model's own flags). With ``--pretrained``
+    or ``--init-from`` the architecture is the source's, and model flags may only add to it."""
     from ..training.config import TrainConfig, fields_of
+    source = args.pretrained or args.init_from
+    model_args: dict = {}
+    if source is not None:
+        if args.pretrained and args.init_from:
+            raise ValueError("give one of --pretrained and --init-from")
+        from ..models import source_architecture
+        from ..models._naming import plain
+        family, model_args = source_architecture(source)
+        if args.model not in (None, family):
+            raise ValueError(f"{source} is a {family!r} model; drop --model {args.model}")
+        args.model = family
+    args.model = args.model or "mgiad"
+    flags = model_kwargs_from_args(args)
+    changed = [k for k, v in flags.items() if k in model_args and plain(v) != plain(model_args[k])
+               and k not in ("impl", "recompute", "drop_rate", "drop_path_rate", "global_pool")]
+    if changed:
+        raise ValueError(f"{source} has {', '.join(f'{k}={model_args[k]!r}' for k in changed)}; "
+                         f"its weights need that architecture: drop "
+                         f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
     given = {name: getattr(args, name) for name in fields_of() if name != "model_args"
              and getattr(args, name, None) is not None}
     given["verify_data"] = not getattr(args, "no_verify_data", False)
-    return TrainConfig(model_args=model_kwargs_from_args(args), **given)
+    return TrainConfig(model_args={**model_args, **flags}, **given)

@@ -1,5 +1,7 @@
-"""JPEG folder datasets: Tiny ImageNet (decoded once into a cached uint8 array) and ImageNet
-(streamed: a torch ``Dataset`` decoding and augmenting one image at a time with Pillow)."""
+"""Image folder datasets: Tiny ImageNet (decoded once into a cached uint8 array), ImageNet
+(streamed: a torch ``Dataset`` decoding and augmenting one image at a time with Pillow) and the
+user's own images (``--dataset folder``: ``train/<class>/*`` and ``val/<class>/*``, decoded once
+into memory at :data:`FOLDER_SIZE`)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,12 +16,15 @@ import torch
 from torch.utils.data import Dataset
 
 from . import download as dl
-from .info import DatasetError
+from .classfolders import FOLDER_HELP, IMAGE_SUFFIXES, scan_class_folders
+from .classfolders import images_in as _images_in
+from .errors import DatasetError
+from ..utils.errors import install_hint
 
-__all__ = ["load_tiny_imagenet", "scan_imagenet", "ImageFolderDataset", "decode_rgb",
-           "random_resized_crop", "resize_center_crop"]
+__all__ = ["load_tiny_imagenet", "scan_imagenet", "scan_class_folders", "load_image_folder",
+           "ImageFolderDataset", "decode_rgb", "random_resized_crop", "resize_center_crop",
+           "FOLDER_SIZE", "FOLDER_HELP"]
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 _CACHE_VERSION = "1"
 
 
@@ -28,8 +33,8 @@ def _pil():
         from PIL import Image
         return Image
     except Exception as err:
-        raise DatasetError(f"decoding JPEG datasets needs Pillow ({err}); install it with "
-                           f"`pip install Pillow`.") from err
+        raise DatasetError(f"decoding image folders needs Pillow ({err}); install it: "
+                           + install_hint("images", "Pillow") + ".") from err
 
 
 def decode_rgb(path: Path, size: int | None = None):
@@ -43,13 +48,6 @@ def decode_rgb(path: Path, size: int | None = None):
     if size is not None and im.size != (size, size):
         im = im.resize((size, size), Image.Resampling.BILINEAR)
     return im
-
-
-def _images_in(folder: Path) -> list[Path]:
-    """Image files of ``folder`` sorted by name (``scandir``: no extra stat per file)."""
-    with os.scandir(folder) as it:
-        names = [e.name for e in it if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()]
-    return [folder / n for n in sorted(names)]
 
 
 # --------------------------------------------------------------------------- Tiny ImageNet
@@ -186,24 +184,25 @@ def scan_imagenet(data_dir: Path) -> tuple[list[str], dict]:
     if root is None:
         raise DatasetError(f"ImageNet not found: expected the folders {(data_dir / 'train').resolve()} and "
                            f"{(data_dir / 'val').resolve()}. " + dl.IMAGENET_HELP)
-    class_lists = {s: sorted(p.name for p in (root / s).iterdir() if p.is_dir()) for s in ("train", "val")}
-    if class_lists["train"] != class_lists["val"]:
-        only_t = sorted(set(class_lists["train"]) - set(class_lists["val"]))
-        only_v = sorted(set(class_lists["val"]) - set(class_lists["train"]))
-        raise DatasetError(f"ImageNet at {root}: train/ and val/ must hold the same class folders; only in "
-                           f"train: {only_t[:5]}{'...' if len(only_t) > 5 else ''}, only in val: "
-                           f"{only_v[:5]}{'...' if len(only_v) > 5 else ''}. " + dl.IMAGENET_HELP)
-    classes = class_lists["train"]
-    if not classes:
-        raise DatasetError(f"ImageNet at {root}: train/ has no class folders. " + dl.IMAGENET_HELP)
-    splits = {}
-    for split, sub in (("train", "train"), ("test", "val")):
-        samples = [(p, i) for i, c in enumerate(classes) for p in _images_in(root / sub / c)]
-        if not samples:
-            raise DatasetError(f"ImageNet at {root}: no images (*.JPEG) in {root / sub}/<wnid>/. "
-                               + dl.IMAGENET_HELP)
-        splits[split] = samples
-    return classes, splits
+    return scan_class_folders(root, "ImageNet", dl.IMAGENET_HELP)
+
+
+FOLDER_SIZE = 32  # side of the images of --dataset folder (RGB, resized), as CIFAR's
+
+
+def load_image_folder(data_dir: Path, workers: int | None = None, log=None) -> dict:
+    """``{"train": (x, y), "test": (x, y)}`` of ``data_dir/train`` and ``data_dir/val`` (the test
+    split), x uint8 ``(N, 3, FOLDER_SIZE, FOLDER_SIZE)`` (RGB, resized), decoded in threads."""
+    _, splits = scan_class_folders(Path(data_dir))
+    workers = workers or min(8, os.cpu_count() or 1)
+    out = {}
+    for split, samples in splits.items():
+        if log is not None:
+            folder = Path(data_dir) / ("train" if split == "train" else "val")
+            log(f"decoding the {len(samples):,} images of {folder} ({FOLDER_SIZE}x{FOLDER_SIZE} RGB)")
+        x = _decode_all(samples, FOLDER_SIZE, workers)
+        out[split] = (torch.from_numpy(x), torch.tensor([s[1] for s in samples], dtype=torch.int64))
+    return out
 
 
 def random_resized_crop(img, size: int, rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):

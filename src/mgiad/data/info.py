@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from .errors import DatasetError
 
 __all__ = ["DatasetInfo", "DatasetError", "DATASETS", "dataset_info", "default_data_dir",
            "resolve_data_dir", "class_names"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class DatasetError(ValueError):
-    """A user-facing data problem (missing files, bad checksum, corrupt file, bad argument)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,9 @@ DATASETS: dict[str, DatasetInfo] = {
                                  10000, model_args={"prolong_norm": True}),
     "imagenet": DatasetInfo("imagenet", 1000, 3, 224, IMAGENET_MEAN, IMAGENET_STD, False, 1281167, 50000,
                             model_args={"stem": "imagenet", "prolong_norm": True}),
+    # the user's own images (train/<class>/*, val/<class>/*): classes and sizes come from the
+    # folder (dataset_info(name, data_dir)); RGB at 32x32 with ImageNet's mean/std
+    "folder": DatasetInfo("folder", 0, 3, 32, IMAGENET_MEAN, IMAGENET_STD, True, 0, 0),
 }
 
 _ALIASES = {
@@ -88,9 +89,17 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` of ``name``; raises :class:`DatasetError` listing valid names."""
-    return DATASETS[canonical_name(name)]
+def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``name``; raises :class:`DatasetError` listing valid names.
+    ``"folder"`` (the user's images) reads its classes and split sizes from ``data_dir``
+    (default :func:`default_data_dir`)."""
+    info = DATASETS[canonical_name(name)]
+    if info.name != "folder":
+        return info
+    from .classfolders import scan_class_folders
+    classes, splits = scan_class_folders(default_data_dir() if data_dir is None else Path(data_dir))
+    return replace(info, num_classes=len(classes), class_names=tuple(classes),
+                   train_size=len(splits["train"]), test_size=len(splits["test"]))
 
 
 def default_data_dir() -> Path:

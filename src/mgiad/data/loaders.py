@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from .info import DATASETS, DatasetError, DatasetInfo, canonical_name, default_data_dir
+from .info import DatasetError, DatasetInfo, canonical_name, dataset_info, default_data_dir
 from .transforms import Normalize, train_augment
 from .verify import verification_enabled, verify_splits
 
@@ -189,6 +189,9 @@ def _load_in_memory(name: str, data_dir: Path, download: bool, workers: int | No
     if name in ("cifar10", "cifar100"):
         from .cifar import load_cifar
         return load_cifar(name, data_dir, download)
+    if name == "folder":
+        from .folder import load_image_folder
+        return load_image_folder(data_dir, workers, log=print)
     from .folder import load_tiny_imagenet
     return load_tiny_imagenet(data_dir, download, workers)
 
@@ -224,7 +227,8 @@ def build_loaders(name: str, data_dir=None, *, batch_size: int, device="cpu", do
     barrier, then on the other ranks (concurrent calls are safe but fetch the files repeatedly).
     """
     key = canonical_name(name)
-    info = DATASETS[key]
+    data_dir = default_data_dir() if data_dir is None else Path(data_dir)
+    info = dataset_info(key, data_dir)
     batch_size = _check_int(batch_size, "batch_size", 1)
     world_size = _check_int(world_size, "world_size", 1)
     rank = _check_int(rank, "rank", 0)
@@ -233,7 +237,6 @@ def build_loaders(name: str, data_dir=None, *, batch_size: int, device="cpu", do
         raise DatasetError(f"rank must be in 0..world_size-1 = 0..{world_size - 1}, got {rank}.")
     if workers is not None:
         workers = _check_int(workers, "workers", 0)
-    data_dir = default_data_dir() if data_dir is None else Path(data_dir)
     augment = info.augment if augment is None else bool(augment)
     common = dict(batch_size=batch_size, device=device, seed=seed, rank=rank, world_size=world_size)
     if info.in_memory:

@@ -111,7 +111,7 @@ def train_augment(name: str):
     """The training augmentation of an in-memory dataset (``None`` for ImageNet: done per image)."""
     if name == "digits":
         return PadCropFlip(4, flip=False)
-    if name in ("fashion-mnist", "cifar10", "cifar100"):
+    if name in ("fashion-mnist", "cifar10", "cifar100", "folder"):
         return PadCropFlip(4, flip=True)
     if name == "tiny-imagenet":
         return RandomResizedCropFlip(64)

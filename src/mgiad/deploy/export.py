@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..utils.errors import MissingDependencyError
+from ..utils.errors import MissingDependencyError, install_hint
 from ..utils.io import plain_file_mode
 from ..utils.limits import check_input
 from ..layers.fold import FoldedSmoothingStep, count_batchnorms, fold_conv_bn, fuse_bn
@@ -87,7 +87,7 @@ def _export_onnx(model: nn.Module, x: Tensor, path: Path):
     except Exception as exc:
         raise MissingDependencyError(
             f"ONNX export needs the onnx and onnxscript packages ({type(exc).__name__}: {exc}); "
-            "install them with `pip install onnx onnxscript`") from None
+            "install them: " + install_hint("export", "onnx", "onnxscript")) from None
     with _quiet():
         torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, verbose=False,
                           input_names=["input"], output_names=["logits"],
@@ -99,8 +99,8 @@ def _run_onnx(path: Path):
         import onnxruntime as ort
     except Exception as exc:
         raise MissingDependencyError(
-            f"checking the ONNX file needs onnxruntime ({type(exc).__name__}: {exc}); install it "
-            "with `pip install onnxruntime`, or skip the check (--no-check)") from None
+            f"checking the ONNX file needs onnxruntime ({type(exc).__name__}: {exc}); install it ("
+            + install_hint("export", "onnxruntime") + "), or skip the check (--no-check)") from None
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

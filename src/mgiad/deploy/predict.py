@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..data.info import class_names as dataset_class_names
-from ..utils.errors import MissingDependencyError
+from ..utils.errors import MissingDependencyError, install_hint
 from ..utils.limits import MAX_IMAGE_SIZE, check_size, finite
 
 __all__ = ["CLASS_NAMES", "IMAGE_SUFFIXES", "LIGHT_THRESHOLD", "Preprocessing", "ImageReadError",
@@ -151,7 +151,7 @@ def _pil():
         from PIL import Image, ImageOps
     except Exception as exc:
         raise MissingDependencyError(f"reading images needs Pillow ({type(exc).__name__}: {exc}); "
-                                     "install it with `pip install Pillow`") from None
+                                     "install it: " + install_hint("images", "Pillow")) from None
     return Image, ImageOps
 
 

@@ -190,7 +190,7 @@ def _write_checked(directory: Path, file: str, data: bytes, entry: dict[str, Any
     staged = f".{file}.new"  # checked before it replaces anything
     atomic_write(directory / staged, lambda fh: fh.write(data))
     try:  # load it back exactly as create_model(name, pretrained=True) will
-        loaded = build({**copy.deepcopy(entry), "file": staged}, directory, True, {})
+        loaded = build({**copy.deepcopy(entry), "file": staged}, directory, True, {}).eval()
         x = torch.randn(4, model.in_chans, size, size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             same = torch.equal(model(x), loaded(x)) and all(

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from .grid import RunSpec
 from .runner import run_one, run_status
+from ..utils.errors import install_hint
 
 __all__ = ["SlurmRun", "slurm_jobs", "submit_slurm"]
 
@@ -43,8 +44,8 @@ def submit_slurm(specs: list[RunSpec], root: str | Path, options: dict[str, Any]
     try:
         import submitit
     except ImportError:
-        raise ValueError("--launcher slurm needs submitit: pip install 'mgiad[slurm]' "
-                         "(or pip install submitit)") from None
+        raise ValueError("--launcher slurm needs submitit; "
+                         + install_hint("slurm", "submitit")) from None
     jobs = slurm_jobs(specs, root, options)
     if not jobs:
         log("every run is finished; nothing to submit")

@@ -188,8 +188,11 @@ def _build_and_load() -> None:
             print(f"mgiad.kernels: building the C++ kernels (once per machine and version, about a "
                   f"minute) in {final}", file=sys.stderr, flush=True)
         work = Path(tempfile.mkdtemp(prefix=f"{final.name}.build-", dir=final.parent))
+        started = time.monotonic()
         try:
             _compile(work)
+            print(f"mgiad.kernels: built in {time.monotonic() - started:.0f}s", file=sys.stderr,
+                  flush=True)
             library = work / LIBRARY
             (work / "manifest.json").write_text(json.dumps(
                 {"size": library.stat().st_size, "sha256": _digest(library),

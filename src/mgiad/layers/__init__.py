@@ -6,6 +6,7 @@ decides kernels / fast path / recomputation / reference), ``fast`` and ``recompu
 implementations), ``fold`` (BatchNorm folding for inference), ``checks`` (argument checks).
 """
 from .blocks import BNReLU, Classifier, ConvBNReLU, Stem
+from .drop import check_rate, drop_path
 from .checks import IMPLS, check_divisible, check_impl, check_positive_int, is_tracing
 from .conv import GroupedConv3x3, KernelConv2d, TransferConv, conv, is_transfer
 from .dispatch import segment
@@ -16,4 +17,5 @@ __all__ = [
     "conv", "is_transfer", "KernelConv2d", "GroupedConv3x3", "TransferConv", "BNReLU", "ConvBNReLU",
     "Stem", "Classifier", "SmoothingStep", "smooth", "FASTransfer", "residual", "check_positive_int",
     "check_divisible", "is_tracing", "IMPLS", "check_impl", "segment", "RECOMPUTE", "check_recompute",
+    "drop_path", "check_rate",
 ]

@@ -19,7 +19,7 @@ from . import dispatch
 from .checks import is_tracing
 from .conv import conv
 
-__all__ = ["BNReLU", "ConvBNReLU", "Stem", "Classifier"]
+__all__ = ["BNReLU", "ConvBNReLU", "Stem", "Classifier", "POOLS"]
 
 
 class BNReLU(nn.Sequential):
@@ -77,12 +77,40 @@ class Stem(nn.Module):
         return self.pool(self.conv(x))
 
 
+POOLS = ("avg", "max", "avgmax", "")
+
+
 class Classifier(nn.Module):
-    """Global average pooling of ``u`` on the last level, then a linear layer."""
+    """Global pooling of ``u`` on the last level, dropout, then a linear layer (timm's head).
 
-    def __init__(self, channels: int, num_classes: int):
+    ``global_pool``: ``"avg"`` (the paper's), ``"max"``, ``"avgmax"`` (their mean) or ``""`` (no
+    pooling: the head passes the feature map through, so it needs ``num_classes=0``).
+    ``num_classes=0``: no linear layer (``fc`` is the identity); the head returns the pooled
+    features. ``drop_rate``: dropout on the pooled features, while training.
+    """
+
+    def __init__(self, channels: int, num_classes: int, global_pool: str = "avg",
+                 drop_rate: float = 0.0):
         super().__init__()
-        self.fc = nn.Linear(channels, num_classes)
+        if global_pool not in POOLS:
+            raise ValueError(f"global_pool must be one of {list(POOLS)}, got {global_pool!r}")
+        if global_pool == "" and num_classes:
+            raise ValueError("global_pool='' (no pooling) needs num_classes=0: a classifier "
+                             "takes pooled features")
+        self.global_pool, self.drop_rate = global_pool, drop_rate
+        self.fc = nn.Linear(channels, num_classes) if num_classes else nn.Identity()
 
-    def forward(self, u: Tensor) -> Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(u, 1), 1))
+    def pool(self, u: Tensor) -> Tensor:
+        if self.global_pool == "avg":
+            return torch.flatten(F.adaptive_avg_pool2d(u, 1), 1)
+        if self.global_pool == "max":
+            return torch.flatten(F.adaptive_max_pool2d(u, 1), 1)
+        if self.global_pool == "avgmax":
+            return torch.flatten(0.5 * (F.adaptive_avg_pool2d(u, 1) + F.adaptive_max_pool2d(u, 1)), 1)
+        return u
+
+    def forward(self, u: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.pool(u)
+        if self.drop_rate:
+            x = F.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.fc(x)

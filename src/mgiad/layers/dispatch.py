@@ -29,7 +29,8 @@ from . import fast, inference, recompute
 from .checks import is_tracing
 
 __all__ = ["conv2d", "conv_bn_relu", "plus", "residual", "smoothing_step", "smooth_step", "segment",
-           "zero_features", "input_layout", "recompute_mode"]
+           "zero_features", "input_layout", "output_layout", "run_blocks", "recompute_mode",
+           "gradients_in_parameter_layout"]
 
 _SCOPES = {"level": ("level", "step"), "step": ("step",)}
 
@@ -82,8 +83,8 @@ def plus(module: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
 
 def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
     """One smoothing step (eq. 5) with ``A(u)`` given: the fast path (``impl="fast"``, training)
-    or the reference code."""
-    if step.impl == "fast" and not is_tracing() and fast.applies(step, B, u):
+    or the reference code (also while a step's correction may be dropped: ``drop_path``)."""
+    if step.impl == "fast" and not _drops(step) and not is_tracing() and fast.applies(step, B, u):
         return fast.smoothing_step(step, u, f, A_u, B)
     return step.reference_forward(u, f, A_u, B)
 
@@ -96,7 +97,7 @@ def smooth_step(step: nn.Module, u: Tensor, f: Tensor, A: nn.Module, B: nn.Modul
     if getattr(step, "folded", False) and step.impl == "fast" and not is_tracing():
         return inference.smoothing_step(step, u, f, A, A_u)
     if getattr(step, "recompute", False) and recompute.recomputes(step):
-        if step.impl == "fast" and fast.plain_conv(A) and fast.applies(step, B, u):
+        if step.impl == "fast" and not _drops(step) and fast.plain_conv(A) and fast.applies(step, B, u):
             return recompute.smoothing_step(step, u, f, A, B, A_u)
         return recompute.recomputed(step, u, f, fn=functools.partial(_step_with_A, step, A, B))
     return step(u, f, A(u) if A_u is None else A_u, B)
@@ -109,9 +110,14 @@ def residual(f: Tensor, u: Tensor, A: nn.Module, A_u: Tensor | None = None) -> T
     if A_u is not None:
         return f - A_u
     if (not is_tracing() and getattr(A, "use_kernels", False) and A.bias is None
-            and u.device.type == "cpu" and not torch.is_grad_enabled()):
+            and u.device.type == "cpu" and not torch.is_grad_enabled()):  # fx: no device check
         return inference.residual(A, u, f)
     return A(u).neg_().add_(f)
+
+
+def _drops(step: nn.Module) -> bool:
+    """Whether the step's correction may be dropped now (stochastic depth, training only)."""
+    return bool(getattr(step, "drop_path", 0.0)) and step.training
 
 
 def _step_with_A(step: nn.Module, A: nn.Module, B: nn.Module, u: Tensor, f: Tensor) -> Tensor:
@@ -171,3 +177,49 @@ def input_layout(model: nn.Module, x: Tensor) -> Tensor:
         if not (x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last)):
             x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
     return x
+
+
+def output_layout(x_in: Tensor, x: Tensor, u: Tensor) -> Tensor:
+    """``u`` in the memory format the caller gave: contiguous NCHW when :func:`input_layout`
+    made an NHWC copy ``x`` of the input ``x_in`` (a feature map for ``.view`` and friends)."""
+    return u.contiguous() if x is not x_in else u
+
+
+def run_blocks(model: nn.Module, blocks: nn.Sequential, x: Tensor,
+               ends: tuple[int, ...] = ()) -> tuple[Tensor, list[Tensor]]:
+    """``blocks`` one after the other; each is a recomputed segment (its input stored only)
+    under ``model.grad_checkpointing`` while recomputation applies. Returns the output and the
+    outputs of the blocks with the indices ``ends``; stops after the last of them, if any."""
+    segments = model.grad_checkpointing and recompute.recomputes(model)
+    kept = []
+    for i, block in enumerate(blocks):
+        x = recompute.recomputed(block, x) if segments else block(x)
+        if i in ends:
+            kept.append(x)
+            if len(kept) == len(ends):
+                break
+    return x, kept
+
+
+# -------------------------------------------------------------------------------- gradients
+def gradients_in_parameter_layout(model: nn.Module) -> None:
+    """Make every parameter's gradient arrive in the parameter's own strides.
+
+    oneDNN (a convolution with an NHWC input, as the fast path feeds it on the CPU) and the C++
+    kernels give some weight gradients other strides than their weight in dimensions of size 1:
+    a (C, 1, 3, 3) stem weight gets channels-last strides, a (C, 2, 1, 1) transfer weight
+    arbitrary ones. Autograd keeps them (its layout contract ignores size-1 dimensions), but
+    DistributedDataParallel compares every stride with its bucket views, warns "Grad strides do
+    not match bucket view strides" on every rank and copies instead of viewing. Such a gradient
+    describes the same memory with the parameter's strides, so re-striding it is free."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_hook(functools.partial(_in_layout_of, p))
+
+
+def _in_layout_of(param: Tensor, grad: Tensor) -> Tensor | None:
+    if grad.stride() == param.stride() or grad.shape != param.shape or grad.layout != torch.strided:
+        return None  # keep the gradient as it is
+    if all(a == b for n, a, b in zip(grad.shape, grad.stride(), param.stride()) if n > 1):
+        return grad.as_strided(grad.shape, param.stride(), grad.storage_offset())
+    return None

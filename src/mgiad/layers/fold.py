@@ -90,7 +90,8 @@ class FoldedSmoothingStep(nn.Module):
         self.folded = (len(parts) == 2 and _foldable_bn(parts[0], B.in_channels)
                        and isinstance(parts[1], nn.ReLU) and isinstance(activation, nn.ReLU))
         if self.folded:
-            scale, shift = _affine(parts[0])
+            with torch.no_grad():
+                scale, shift = _affine(parts[0])
             self.register_buffer("residual_scale", scale.to(B.weight.dtype), persistent=False)
             self.register_buffer("residual_shift", shift.to(B.weight.dtype), persistent=False)
 

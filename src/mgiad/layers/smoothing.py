@@ -11,6 +11,7 @@ from . import dispatch
 from .blocks import BNReLU, ConvBNReLU
 from .checks import check_impl
 from .conv import conv
+from .drop import drop_path
 
 __all__ = ["SmoothingStep", "smooth", "residual", "FASTransfer"]
 
@@ -32,13 +33,16 @@ class SmoothingStep(nn.Module):
         self.norm_correction = BNReLU(channels)
         self.impl = check_impl(impl)
         self.recompute = False  # set by the model: recompute="step" (see smooth)
+        self.drop_path = 0.0  # set by the model's drop_path_rate: stochastic depth of the step
 
     def forward(self, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
         return dispatch.smoothing_step(self, u, f, A_u, B)
 
     def reference_forward(self, u: Tensor, f: Tensor, A_u: Tensor, B: nn.Module) -> Tensor:
-        """Eq. (5) as written: ``u + relu(bn(B(relu(bn(f - A u)))))``."""
-        return u + self.norm_correction(B(self.norm_residual(f - A_u)))
+        """Eq. (5) as written: ``u + relu(bn(B(relu(bn(f - A u)))))``; while training with a
+        ``drop_path`` rate, the correction of a sample is dropped with that probability."""
+        correction = self.norm_correction(B(self.norm_residual(f - A_u)))
+        return u + drop_path(correction, self.drop_path, self.training)
 
 
 def smooth(steps: Sequence[SmoothingStep], A: nn.Module, B, u: Tensor, f: Tensor,

@@ -8,18 +8,24 @@ weights shipped with mgiad (``"<architecture>.<tag>"``, ``mgiad.list_pretrained(
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from torch import nn
 
+from ._features import features_only as _features_only
 from ._pretrained import create_pretrained
 from ._registry import create_registered, is_registered
 
 __all__ = ["create_model"]
 
 
-def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+def create_model(name: str, pretrained: bool = False, features_only: bool = False,
+                 out_indices: Sequence[int] | None = None, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``; unknown names or arguments raise ``ValueError``.
+
+    As timm's: the model is in train mode (``nn.Module``'s default; call ``.eval()`` to
+    predict). ``features_only=True`` returns the feature maps of the resolution levels
+    ``out_indices`` (default: all) as a list, with ``model.feature_info`` (:mod:`._features`).
 
     ``name`` may also be a pretrained name (``mgiad.list_pretrained()``): the architecture it
     records is built and, with ``pretrained=True``, its weights are loaded (offline, from the
@@ -27,6 +33,10 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     with the recorded architecture, except ``num_classes`` (a new classifier, as in timm) and the
     execution options ``impl`` / ``recompute``. See :func:`mgiad.models._pretrained.create_pretrained`.
     """
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices selects the levels of features_only=True; pass both")
     if pretrained or not is_registered(name):
-        return create_pretrained(name, pretrained=bool(pretrained), **kwargs)  # or raises
-    return create_registered(name, **kwargs)
+        model = create_pretrained(name, pretrained=bool(pretrained), **kwargs)  # or raises
+    else:
+        model = create_registered(name, **kwargs)
+    return _features_only(model, out_indices) if features_only else model

@@ -7,11 +7,16 @@ A saved model is a directory::
     out/model.safetensors     the state dict (tensors only; nothing is executed on load)
     out/preprocessing.json    only when known (models loaded from a training checkpoint):
                               dataset, image_size, in_chans, mean, std of the training inputs
+    out/pretrained_cfg.json   only for shipped weights (``model.pretrained_cfg``: their manifest
+                              entry), so that it survives the round trip
 
-``mgiad.load_model`` (alias ``from_pretrained``, :mod:`._load`) reads it back, and also what ``mgiad train`` writes: a run directory (its ``best.pt``, else
-``last.pt``) or a ``best.pt`` / ``last.pt`` file; those are loaded with ``weights_only=True``.
+``mgiad.load_model`` (alias ``from_pretrained``, :mod:`._load`) reads it back, and also what
+``mgiad train`` writes: a run directory (its ``best.pt``, the epoch of the best test accuracy,
+else ``last.pt``, the final model; ``checkpoint="last"`` chooses the final one, which is what
+shipped weights are made from) or a ``best.pt`` / ``last.pt`` file; those are loaded with
+``weights_only=True``.
 
-safetensors is an optional dependency (``pip install safetensors``, or the ``hub`` extra): saving
+safetensors is an optional dependency (the ``hub`` extra, or ``safetensors`` itself): saving
 needs it; loading uses it when installed and otherwise reads the (simple) format itself, so the
 pretrained weights shipped with mgiad (:mod:`mgiad.models._pretrained`) load with torch alone.
 """
@@ -27,18 +32,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils.errors import MissingDependencyError
+from ..utils.errors import MissingDependencyError, install_hint
 from ..utils.checkpoint import (CheckpointError, atomic_write, load_checkpoint, load_model_state,
                                 write_json_atomic)
 
 __all__ = ["save_pretrained", "load_weights", "read_preprocessing",
            "safetensors_bytes", "load_safetensors_bytes", "MissingDependencyError", "CONFIG_NAME",
-           "WEIGHTS_NAME", "PREPROCESSING_NAME"]
+           "WEIGHTS_NAME", "PREPROCESSING_NAME", "PRETRAINED_CFG_NAME", "CHECKPOINTS"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PREPROCESSING_NAME = "preprocessing.json"
+PRETRAINED_CFG_NAME = "pretrained_cfg.json"
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
+CHECKPOINTS = ("best", "last")
 # what a training checkpoint's config records about its inputs (train.py's run_config)
 PREPROCESSING_KEYS = ("dataset", "image_size", "in_chans", "mean", "std", "class_names")
 
@@ -49,8 +56,8 @@ def _safetensors_torch():
     except Exception as exc:  # not installed, or broken: either way, say what to do
         raise MissingDependencyError(
             f"saving and loading models in the safetensors format needs the safetensors package "
-            f"({type(exc).__name__}: {exc}); install it with `pip install safetensors` "
-            "(or `pip install mgiad[hub]`)") from None
+            f"({type(exc).__name__}: {exc}); install it: "
+            f"{install_hint('hub', 'safetensors')}") from None
     return st
 
 
@@ -167,6 +174,11 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
         write_json_atomic(dict(preprocessing), directory / PREPROCESSING_NAME)
     else:  # a stale file from an earlier save would describe another model
         (directory / PREPROCESSING_NAME).unlink(missing_ok=True)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg:
+        write_json_atomic(dict(cfg), directory / PRETRAINED_CFG_NAME)
+    else:
+        (directory / PRETRAINED_CFG_NAME).unlink(missing_ok=True)
     return directory
 
 
@@ -178,12 +190,23 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
 
 
-def resolve(path: str | os.PathLike) -> tuple[str, Path]:
-    """``("pretrained", directory)`` or ``("checkpoint", file)`` for anything we can load."""
+def resolve(path: str | os.PathLike, checkpoint: str | None = None) -> tuple[str, Path]:
+    """``("pretrained", directory)`` or ``("checkpoint", file)`` for anything we can load.
+    ``checkpoint``: which file of a run directory, ``"best"`` or ``"last"`` (default: ``best.pt``,
+    else ``last.pt``)."""
     path = Path(path)
+    if checkpoint is not None and checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
     if path.is_dir():
         if (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
+            if checkpoint is not None:
+                raise ValueError(f"{path} is a save_pretrained folder (one set of weights); "
+                                 f"checkpoint={checkpoint!r} chooses a file of a training run")
             return "pretrained", path
+        if checkpoint is not None:
+            if not (path / f"{checkpoint}.pt").is_file():
+                raise FileNotFoundError(f"{path} has no {checkpoint}.pt")
+            return "checkpoint", path / f"{checkpoint}.pt"
         for name in CHECKPOINT_NAMES:
             if (path / name).is_file():
                 return "checkpoint", path / name
@@ -234,13 +257,14 @@ def read_preprocessing(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike,
-                 map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load the weights saved at ``path`` (as for :func:`mgiad.load_model`) into ``model``.
+                 map_location: str | torch.device = "cpu", checkpoint: str | None = None) -> nn.Module:
+    """Load the weights saved at ``path`` (as for :func:`mgiad.load_model`, ``checkpoint``
+    included) into ``model``.
 
     Raises :class:`~mgiad.utils.checkpoint.CheckpointError` naming the tensors that disagree when
     ``model`` has another architecture or configuration than the saved one.
     """
-    kind, where = resolve(path)
+    kind, where = resolve(path, checkpoint)
     if kind == "checkpoint":
         state, source = load_checkpoint(where, map_location)["model"], f"checkpoint {where}"
     else:

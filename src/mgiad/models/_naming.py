@@ -47,8 +47,9 @@ def config_slug(model: str, kwargs: dict[str, Any]) -> str:
     parts = [model] + [f"{ARG_ABBREVIATIONS.get(k, k)}{fmt_value(kwargs[k])}" for k in keys]
     return re.sub(r"[^A-Za-z0-9.+=_-]", "_", "-".join(parts))
 
-# how a model runs, not what it computes: free to choose when loading, never in a name
-RUNTIME_ARGS = ("impl", "recompute")
+# how a model runs or trains, not what it computes in eval mode: free to choose when loading,
+# never in a name (drop_rate / drop_path_rate act only while training)
+RUNTIME_ARGS = ("impl", "recompute", "drop_rate", "drop_path_rate")
 # short dataset names of tags (timm: in1k)
 DATASET_TAGS = {"fashion-mnist": "fmnist", "digits": "digits", "cifar10": "cifar10",
                 "cifar100": "cifar100", "tiny-imagenet": "tinyin", "imagenet": "in1k"}

@@ -238,6 +238,8 @@ def _build_args(entry: dict[str, Any], kwargs: dict[str, Any], pretrained: bool)
                 reset = value
             else:
                 args[key] = value
+        elif key == "global_pool":  # the pooling may change, as in timm (no weight depends on it)
+            args[key] = value
         elif key == "in_chans":
             raise ValueError(f"in_chans={value!r} does not fit pretrained model {name!r}: its first "
                              f"convolution takes in_chans={recorded[key]} (convert the images instead)")
@@ -261,10 +263,8 @@ def build(entry: dict[str, Any], directory: Path, pretrained: bool, kwargs: dict
     if pretrained:
         load_model_state(model, _read_weights(entry, directory),
                          f"weights file {directory / entry['file']}")
-        model.eval()
     if reset is not None:  # as timm: the pretrained body with a new, untrained classifier
         model.reset_classifier(reset)
-        model.config["num_classes"] = model.num_classes
     if model.num_classes != entry["model_args"].get("num_classes", model.num_classes):
         preprocessing.pop("class_names", None)
     model.pretrained_cfg = entry
@@ -276,8 +276,9 @@ def create_pretrained(name: str, pretrained: bool = True, **kwargs: Any) -> nn.M
     """What :func:`mgiad.create_model` does for pretrained names (and for ``pretrained=True``).
 
     ``name``: a name of :func:`list_pretrained`. The recorded architecture is built; with
-    ``pretrained=True`` the weights are loaded (sha256-checked) and the model is returned in eval
-    mode. ``kwargs`` equal to the recorded ones are accepted; ``impl`` / ``recompute`` may be
+    ``pretrained=True`` the weights are loaded (sha256-checked). As timm's, the model is returned
+    in train mode (``nn.Module``'s default), ready to fine-tune; call ``.eval()`` to predict
+    (:func:`mgiad.load_model` does). ``kwargs`` equal to the recorded ones are accepted; ``impl`` / ``recompute`` may be
     chosen; another ``num_classes`` replaces the classifier by an untrained one (timm's
     ``reset_classifier``); another ``in_chans`` or any other argument raises ``ValueError``.
     The model gets ``pretrained_cfg`` (the manifest entry) and ``preprocessing``.

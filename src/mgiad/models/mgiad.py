@@ -104,13 +104,17 @@ class MGiaD(ResolutionMultigrid):
         impl: ``"fast"`` (default) or ``"reference"``: how smoothing steps train (same results).
         recompute: ``False``, ``"level"`` (or ``True``) or ``"step"``: train with less memory by
             running parts of the forward again in backward (:mod:`mgiad.layers.recompute`).
+        global_pool, drop_rate, drop_path_rate: timm's head pooling (``"avg"``, ``"max"``,
+            ``"avgmax"``, ``""``), dropout before the classifier, stochastic depth
+            (:mod:`mgiad.models.base`).
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
                  widths: Sequence[int] = (64, 128, 256, 256), width_mult: float = 1,
                  group_size: int = 8, coarse_channels: int = 64, pre_smooth: int = 1,
                  post_smooth: int = 1, prolong_norm: bool = False, impl: str = "fast",
-                 recompute: bool | str = False):
+                 recompute: bool | str = False, global_pool: str = "avg", drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0):
         channels = scale_widths(widths, width_mult)
         check_positive_int("group_size", group_size)
         check_positive_int("coarse_channels", coarse_channels)
@@ -121,4 +125,6 @@ class MGiaD(ResolutionMultigrid):
             raise ValueError("pre_smooth + post_smooth must be at least 1")
         smoothers = [SiC(c, coarse_channels, group_size, pre_smooth, post_smooth, prolong_norm)
                      for c in channels]
-        super().__init__(num_classes, in_chans, stem, channels, smoothers, impl, recompute)
+        super().__init__(num_classes, in_chans, stem, channels, smoothers, impl, recompute,
+                         global_pool=global_pool, drop_rate=drop_rate,
+                         drop_path_rate=drop_path_rate)

@@ -18,9 +18,10 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ..layers import Classifier, ConvBNReLU, Stem, check_divisible, check_positive_int, conv
+from ..layers import ConvBNReLU, Stem, check_divisible, check_positive_int, conv
 from ._registry import register_model
-from .multigrid import ImageClassifier, init_weights, scale_widths
+from .base import ImageClassifier
+from .multigrid import init_weights, scale_widths
 from .resnet import BasicBlock
 
 
@@ -80,12 +81,16 @@ class MGIC(ImageClassifier):
             least once and again while the half is ``>= coarse_channels``, so its dense coarsest
             level has ``coarse_channels / 2`` to ``coarse_channels - 1`` channels (64 -> 32). Not
             MGiaD's ``c_K``, which is the coarsest width itself.
+        global_pool, drop_rate, drop_path_rate: timm's head pooling, dropout before the
+            classifier, stochastic depth of every basic block's residual branch (in module order)
+            (:mod:`mgiad.models.base`). The features of level ``l`` are its last block's output.
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
                  widths: Sequence[int] = (64, 128, 256, 256), blocks: int | Sequence[int] = 2,
-                 width_mult: float = 1, group_size: int = 8, coarse_channels: int = 64):
-        super().__init__(num_classes, in_chans)
+                 width_mult: float = 1, group_size: int = 8, coarse_channels: int = 64,
+                 global_pool: str = "avg", drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+        super().__init__(num_classes, in_chans, global_pool, drop_rate)
         channels = scale_widths(widths, width_mult)
         per_level = [blocks] * len(channels) if isinstance(blocks, int) else list(blocks)
         if len(per_level) != len(channels):
@@ -93,7 +98,7 @@ class MGIC(ImageClassifier):
         check_positive_int("group_size", group_size)
         check_positive_int("coarse_channels", coarse_channels)
         self.stem = Stem(in_chans, channels[0], stem)
-        layers = []
+        layers, self.stage_ends = [], []
         for l, (c, n) in enumerate(zip(channels, per_level)):
             check_positive_int("blocks", n)
             if l > 0:
@@ -101,9 +106,9 @@ class MGIC(ImageClassifier):
                                 "transition with a channel multiplier)")
                 layers.append(ConvBNReLU(channels[l - 1], c, 3, stride=2, groups=channels[l - 1]))
             layers += [MGICCycle(c, coarse_channels, group_size) for _ in range(n)]
+            self.stage_ends.append(len(layers) - 1)
         self.blocks = nn.Sequential(*layers)
-        self.head = Classifier(channels[-1], num_classes)
+        self.init_head(channels, [f"blocks.{i}" for i in self.stage_ends])
         init_weights(self)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.blocks(self.stem(x))
+        self.set_drop_path([m for m in self.modules() if isinstance(m, BasicBlock)],
+                           drop_path_rate)

@@ -47,13 +47,17 @@ class MgNet(ResolutionMultigrid):
             the MgNet code of the MGiaD authors, ``u' = Pi(u)``, ``f' = R(relu(f - A u)) + A'(u')``,
             4 c_{l+1} fewer weights per transfer; with the unused level-1 pair that code also counts,
             it gives the paper's MgNet counts to the thousand, so ``mgiad reproduce`` trains it.
+        global_pool, drop_rate, drop_path_rate: timm's head pooling (``"avg"``, ``"max"``,
+            ``"avgmax"``, ``""``), dropout before the classifier, stochastic depth
+            (:mod:`mgiad.models.base`).
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
                  widths: Sequence[int] = (64, 128, 256, 256),
                  smoothing_steps: int | Sequence[int] = 2, share: str = "AB",
                  width_mult: float = 1, group_size: int | None = None, impl: str = "fast",
-                 recompute: bool | str = False, transfer_norm: bool = True):
+                 recompute: bool | str = False, transfer_norm: bool = True,
+                 global_pool: str = "avg", drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         channels = scale_widths(widths, width_mult)
         if share not in ("AB", "A"):
             raise ValueError(f"share must be 'AB' or 'A', got {share!r}")
@@ -70,4 +74,4 @@ class MgNet(ResolutionMultigrid):
                 groups = c // group_size
             smoothers.append(MgNetSmoother(c, nu, share_B=share == "AB", groups=groups))
         super().__init__(num_classes, in_chans, stem, channels, smoothers, impl, recompute,
-                         transfer_norm)
+                         transfer_norm, global_pool, drop_rate, drop_path_rate)

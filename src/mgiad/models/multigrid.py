@@ -6,13 +6,14 @@ Algorithm 1 (MgNet) and algorithm 3 (MGiaD) differ only in the smoother used on 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 from torch import Tensor, nn
 
-from ..layers import (Classifier, ConvBNReLU, FASTransfer, KernelConv2d, SmoothingStep, Stem,
-                     check_impl, check_positive_int, check_recompute, residual, segment)
-from ..layers.dispatch import input_layout, zero_features
+from ..layers import (ConvBNReLU, FASTransfer, KernelConv2d, SmoothingStep, Stem, check_impl,
+                     check_positive_int, check_recompute, residual, segment)
+from ..layers.dispatch import input_layout, output_layout, zero_features
+from .base import ImageClassifier
 
 
 def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
@@ -33,37 +34,6 @@ def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
     return scaled
 
 
-class ImageClassifier(nn.Module):
-    """Common interface: ``forward_features`` -> ``head``; ``num_classes``, ``in_chans``."""
-
-    head: Classifier
-
-    def __init__(self, num_classes: int, in_chans: int):
-        super().__init__()
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.in_chans = check_positive_int("in_chans", in_chans)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the linear classifier, e.g. to fine-tune on a dataset with other classes."""
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.head = Classifier(self.head.fc.in_features, num_classes)
-
-    def save_pretrained(self, directory):
-        """Write ``config.json`` + ``model.safetensors`` to ``directory`` (see :mod:`mgiad.models._hub`);
-        ``mgiad.from_pretrained(directory)`` rebuilds the model."""
-        from ._hub import save_pretrained
-        return save_pretrained(self, directory)
-
-
 class ResolutionMultigrid(ImageClassifier):
     """Stem, one smoother per resolution level, FAS transfers between levels, classifier.
 
@@ -74,12 +44,18 @@ class ResolutionMultigrid(ImageClassifier):
     :mod:`mgiad.layers.recompute`) stores less for backward and runs parts of the forward again.
     ``transfer_norm``: BN + ReLU after ``R`` and ``Pi`` (the paper's text), or none of them and a
     ReLU on ``f - A u`` before ``R`` (the authors' code; see :class:`~mgiad.layers.FASTransfer`).
+    ``drop_path_rate``: stochastic depth of the smoothing steps (eq. 5): while training, a
+    step's correction ``B(...)`` is dropped per sample, at a rate rising linearly over the steps
+    in module order (resolution levels in turn) from 0 to ``drop_path_rate``; such steps train
+    through the reference code. The features of level ``l`` (``feature_info``) are ``u_l`` after
+    its smoother.
     """
 
     def __init__(self, num_classes: int, in_chans: int, stem: str, channels: Sequence[int],
                  smoothers: Sequence[nn.Module], impl: str = "fast", recompute: bool | str = False,
-                 transfer_norm: bool = True):
-        super().__init__(num_classes, in_chans)
+                 transfer_norm: bool = True, global_pool: str = "avg", drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0):
+        super().__init__(num_classes, in_chans, global_pool, drop_rate)
         self.impl = check_impl(impl)
         self.channels = list(channels)
         self.stem = Stem(in_chans, channels[0], stem)
@@ -88,8 +64,10 @@ class ResolutionMultigrid(ImageClassifier):
         self.transfers = nn.ModuleList(
             FASTransfer(c, c_next, kernel_size=3, stride=2, groups=c, norm=transfer_norm)
             for c, c_next in zip(channels[:-1], channels[1:]))
-        self.head = Classifier(channels[-1], num_classes)
+        self.init_head(self.channels, [f"smoothers.{l}" for l in range(len(self.channels))])
         init_weights(self)
+        self.set_drop_path([m for m in self.modules() if isinstance(m, SmoothingStep)],
+                           drop_path_rate)
         self.set_impl(impl)
         self.recompute = recompute
 
@@ -107,6 +85,19 @@ class ResolutionMultigrid(ImageClassifier):
         if isinstance(getattr(self, "config", None), dict):
             self.config["recompute"] = self._recompute
 
+    @property
+    def grad_checkpointing(self) -> bool:
+        return bool(self._recompute)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch: ``recompute="level"`` (or the finer ``"step"`` kept) when ``enable``."""
+        self.recompute = (self._recompute or "level") if enable else False
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Stem; then each level's smoother, followed by the transfer leaving that level."""
+        return dict(stem=r"^stem\.", blocks=[(r"^smoothers\.(\d+)\.", None),
+                                             (r"^transfers\.(\d+)\.", (99999,))])
+
     def set_impl(self, impl: str) -> "ResolutionMultigrid":
         """Switch every smoothing step to ``"fast"`` or ``"reference"`` (in place)."""
         self.impl = check_impl(impl)
@@ -119,17 +110,23 @@ class ResolutionMultigrid(ImageClassifier):
             self.config["impl"] = impl
         return self
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_levels(self, x: Tensor, indices: Iterable[int]) -> list[Tensor]:
         """Algorithms 1 and 3: ``f_1`` from the image, ``u_1 = 0``; on each level ``l`` the
-        smoother, then the FAS restriction to level ``l + 1``."""
-        f = self.data(input_layout(self, x))
+        smoother, then the FAS restriction to level ``l + 1``. Returns ``u_l`` after the
+        smoother of each level in ``indices``, and stops after the last of them."""
+        wanted = sorted(set(indices))
+        x_in, x = x, input_layout(self, x)
+        f = self.data(x)
         u = zero_features(self, f)        # line 1: u_1 = 0, so A_1(u_1) = 0
         A_u = u
-        for l in range(len(self.smoothers)):
+        levels = {}
+        for l in range(wanted[-1] + 1):
             u = self.smooth(l, f, u, A_u)                             # smoothing on level l
-            if l + 1 < len(self.smoothers):
+            if l in wanted:
+                levels[l] = output_layout(x_in, x, u)
+            if l < wanted[-1]:
                 u, f, A_u = self.restrict(l, u, f)                    # to level l + 1
-        return u
+        return [levels[l] for l in indices]
 
     @segment("step", owner=lambda self, x: self.stem)
     def data(self, x: Tensor) -> Tensor:

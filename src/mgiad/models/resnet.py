@@ -12,9 +12,10 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import Classifier, ConvBNReLU, Stem, check_positive_int
+from ..layers import ConvBNReLU, Stem, check_positive_int, drop_path
 from ._registry import register_model
-from .multigrid import ImageClassifier, init_weights, scale_widths
+from .base import ImageClassifier
+from .multigrid import init_weights, scale_widths
 
 SHORTCUTS = ("A", "B")
 
@@ -33,7 +34,8 @@ class ZeroPadShortcut(nn.Module):
 
 class BasicBlock(nn.Module):
     """relu(x' + bn(conv(relu(bn(conv(x)))))) with x' = x, or the shortcut of option A or B when
-    the shape changes. ``groups`` makes both 3x3 convolutions grouped (MGIC's smoothing block)."""
+    the shape changes. ``groups`` makes both 3x3 convolutions grouped (MGIC's smoothing block).
+    ``drop_path`` (set by the model's ``drop_path_rate``): stochastic depth of the residual branch."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, groups: int = 1,
                  shortcut: str = "B"):
@@ -52,48 +54,55 @@ class BasicBlock(nn.Module):
         else:
             self.shortcut = ConvBNReLU(in_channels, out_channels, 1, stride, relu=False)
         self.relu = nn.ReLU(inplace=True)
+        self.drop_path = 0.0
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+        branch = drop_path(self.conv2(self.conv1(x)), self.drop_path, self.training)
+        return self.relu(branch + self.shortcut(x))
 
 
 class ResNet(ImageClassifier):
-    """Stem, ``blocks[l]`` basic blocks per resolution level (stride 2 entering levels > 1)."""
+    """Stem, ``blocks[l]`` basic blocks per resolution level (stride 2 entering levels > 1).
+    ``drop_path_rate`` spreads stochastic depth over the blocks' residual branches; the features
+    of level ``l`` (``feature_info``) are the output of its last block."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
                  widths: Sequence[int] = (64, 128, 256, 512), blocks: Sequence[int] = (2, 2, 2, 2),
-                 width_mult: float = 1, shortcut: str = "B"):
-        super().__init__(num_classes, in_chans)
+                 width_mult: float = 1, shortcut: str = "B", global_pool: str = "avg",
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+        super().__init__(num_classes, in_chans, global_pool, drop_rate)
         channels = scale_widths(widths, width_mult)
         if len(blocks) != len(channels):
             raise ValueError(f"blocks has {len(blocks)} entries for {len(channels)} levels")
         self.stem = Stem(in_chans, channels[0], stem)
-        layers, c_in = [], channels[0]
+        layers, c_in, self.stage_ends = [], channels[0], []
         for l, (c, n) in enumerate(zip(channels, blocks)):
             for i in range(check_positive_int("blocks", n)):
                 layers.append(BasicBlock(c_in, c, stride=2 if l > 0 and i == 0 else 1,
                                          shortcut=shortcut))
                 c_in = c
+            self.stage_ends.append(len(layers) - 1)
         self.blocks = nn.Sequential(*layers)
-        self.head = Classifier(channels[-1], num_classes)
+        self.init_head(channels, [f"blocks.{i}" for i in self.stage_ends])
         init_weights(self)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.blocks(self.stem(x))
+        self.set_drop_path(layers, drop_path_rate)
 
 
 @register_model("resnet18")
 def resnet18(num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
-             width_mult: float = 1, shortcut: str = "B") -> ResNet:
+             width_mult: float = 1, shortcut: str = "B", global_pool: str = "avg",
+             drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> ResNet:
     """ResNet18: widths 64, 128, 256, 512, two basic blocks per level, projection shortcuts
     (``shortcut="B"``; 11.17M weights on CIFAR-10)."""
     return ResNet(num_classes, in_chans, stem, (64, 128, 256, 512), (2, 2, 2, 2), width_mult,
-                  shortcut)
+                  shortcut, global_pool, drop_rate, drop_path_rate)
 
 
 @register_model("resnet20")
 def resnet20(num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
-             width_mult: float = 1, shortcut: str = "A") -> ResNet:
+             width_mult: float = 1, shortcut: str = "A", global_pool: str = "avg",
+             drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> ResNet:
     """ResNet20: widths 16, 32, 64, three basic blocks per level, parameter-free shortcuts
     (``shortcut="A"``; 269,722 weights on CIFAR-10; ``"B"``: 272,474)."""
-    return ResNet(num_classes, in_chans, stem, (16, 32, 64), (3, 3, 3), width_mult, shortcut)
+    return ResNet(num_classes, in_chans, stem, (16, 32, 64), (3, 3, 3), width_mult, shortcut,
+                  global_pool, drop_rate, drop_path_rate)

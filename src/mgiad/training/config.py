@@ -53,6 +53,10 @@ class TrainConfig:
     model_args: dict[str, Any] = field(default_factory=dict, metadata=_run)
     dataset: str = field(default="digits", metadata=_run)
     data_dir: str | None = field(default=None, metadata=_where_resumable)
+    # start from trained weights: a shipped name (mgiad.list_pretrained()) or a run directory,
+    # save_pretrained folder or checkpoint file; a new classifier when the class count differs
+    pretrained: str | None = field(default=None, metadata=_run)
+    init_from: str | None = field(default=None, metadata=_run)
     download: bool = field(default=False, metadata=_where)
     # split sizes and known checksums (mgiad.data.verify)
     verify_data: bool = field(default=True, metadata=_where)
@@ -97,7 +101,9 @@ class TrainConfig:
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """Fill unset fields from the dataset's preset and the dataset's shape; validate values."""
-    info = dataset_info(config.dataset)  # raises DatasetError for unknown names
+    info = dataset_info(config.dataset, config.data_dir)  # raises DatasetError for unknown names
+    if config.pretrained is not None and config.init_from is not None:
+        raise ValueError("give one of pretrained (shipped weights) and init_from (a run or folder)")
     preset = {**PRESETS["default"], **PRESETS.get(info.name, {})}
     values = {k: (preset.get(k) if getattr(config, k) is None else getattr(config, k))
               for k in fields_of("recipe", preset=True)}

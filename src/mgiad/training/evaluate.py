@@ -15,8 +15,9 @@ __all__ = ["evaluate", "autocast"]
 
 
 def autocast(runtime: Runtime, amp: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if amp and runtime.device.type == "cuda" \
-        else nullcontext()
+    """bf16 autocast on the run's device when ``amp``: CUDA, or the CPU (where it pays on CPUs
+    with AVX512-BF16 or AMX); else nothing."""
+    return torch.autocast(runtime.device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
 def evaluate(model: nn.Module, loader, runtime: Runtime, amp: bool = False,

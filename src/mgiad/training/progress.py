@@ -1,6 +1,6 @@
 """What a training run says while it runs: its plan, an estimate of its duration, and progress.
 
-On a terminal a tqdm bar shows each epoch (``pip install tqdm``); otherwise (a log file, a
+On a terminal a tqdm bar shows each epoch (with tqdm, the ``progress`` extra); otherwise (a log file, a
 scheduler, ``--no-progress``) a line is printed every ``interval`` seconds, so a long epoch is
 never silent. Both carry the estimated time to the end of the run.
 """
@@ -43,6 +43,9 @@ class ProgressReporter:
                  interval: float = 60.0, estimate_after: int = 20):
         self.log, self.total, self.done = log, total_steps, done_steps
         self.interval, self.estimate_after = interval, estimate_after
+        # the first step of a process carries one-time costs (oneDNN primitives, the allocator,
+        # torch.compile, a kernel build): it is not timed, or estimates would be absurd
+        self.untimed = 1
         self.steps, self.step_seconds, self.eval_fraction = 0, 0.0, 0.0
         self.last_line = time.monotonic()
         self.step_end = time.perf_counter()
@@ -62,9 +65,12 @@ class ProgressReporter:
     def step(self) -> None:
         """One training step finished (its time: since the previous step or the epoch start)."""
         now = time.perf_counter()
-        self.steps += 1
         self.done += 1
-        self.step_seconds += now - self.step_end
+        if self.untimed:
+            self.untimed -= 1
+        else:
+            self.steps += 1
+            self.step_seconds += now - self.step_end
         self.step_end = now
         if not self.estimated and self.steps >= self.estimate_after:
             self.estimated = True

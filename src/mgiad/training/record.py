@@ -36,6 +36,7 @@ def run_record(trainer, checkpoint: dict | None = None, extended: dict | None = 
     described = {"train": trainer.config.to_json(), "model": trainer.config.model,
                  "model_args": model_args, "dataset": info.name, "image_size": info.image_size,
                  "mean": list(info.mean), "std": list(info.std),
+                 "class_names": list(info.class_names) if info.class_names else None,
                  "num_classes": model.num_classes, "in_chans": model.in_chans,
                  "mgiad_version": __version__, "torch_version": str(torch.__version__),
                  "world_size": runtime.world_size, "device": runtime.device.type,
@@ -71,7 +72,8 @@ def start(trainer, resuming: bool, extended: dict | None) -> None:
         f"{trainer.flops.gflops:.3f} GFLOPs) on {trainer.info.name}, "
         f"{plural(config.epochs, 'epoch')}, batch {config.batch_size}{ranks}, device {runtime.device}"
         + (f" ({trainer.device_name}, {numerics}, {compiled})" if cuda else
-           f", torch.compile mode {mode}" if mode else "")
+           (", bf16 autocast" if trainer.amp else "")
+           + (f", torch.compile mode {mode}" if mode else ""))
         + ("" if not resuming else f", resuming at epoch {trainer.epoch + 1}"
            if trainer.epoch < config.epochs else ", already finished: nothing to train "
            "(extend it with --epochs N)"))
@@ -128,6 +130,6 @@ def tensorboard(out: Path):
         from torch.utils.tensorboard import SummaryWriter
         return SummaryWriter(str(out / "tensorboard"))
     except Exception as exc:
-        print(f"TensorBoard logging is off ({type(exc).__name__}: {exc}); pip install tensorboard",
-              file=sys.stderr)
+        print(f"TensorBoard logging is off ({type(exc).__name__}: {exc}); install it with "
+              "`pip install -c constraints.txt tensorboard`", file=sys.stderr)
         return None

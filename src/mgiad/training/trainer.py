@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import build_loaders, dataset_info
-from ..models import create_model
+from ..models import create_model, initialize_from
 from ..utils.checkpoint import save_checkpoint, write_json_atomic
 from ..utils.counting import count_flops, count_parameters
 from . import record
@@ -88,7 +88,8 @@ class Trainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.model = model = create_model(config.model, **config.model_args)
-        self.info = info = dataset_info(config.dataset)
+        self.info = info = dataset_info(config.dataset, config.data_dir)
+        _prepare(model, config, runtime, self.log if checkpoint is None else None)
         self.weights, self.flops = count_parameters(model), count_flops(model, info.image_size)
         model.to(runtime.device)
         if self.channels_last:
@@ -152,6 +153,9 @@ class Trainer:
                     self.writer.close()
         last = self.history[-1]
         # the paper's train accuracy: the final model in eval mode on the un-augmented training set
+        if runtime.is_main:
+            self.log(f"measuring the train accuracy: the final model in eval mode on the "
+                     f"{self.train_loader.dataset_size:,} training images")
         train = evaluate(self.model, self.train_loader.evaluation(), runtime, self.amp,
                          self.channels_last)
         summary = record.summary(self, train)
@@ -288,6 +292,20 @@ class Trainer:
         if last.is_file():
             return f"{last} still holds the last good state."
         return "no checkpoint had been written yet."
+
+
+def _prepare(model: torch.nn.Module, config: TrainConfig, runtime, log) -> None:
+    """Before the first step: the weights of ``--pretrained`` / ``--init-from`` (``log``: not
+    resuming, a resumed run has its own), and on the CPU the C++ kernels, so that a first build
+    happens now, saying so, and not inside a timed step."""
+    source = config.pretrained or config.init_from
+    if source is not None and log is not None:
+        report = initialize_from(model, source)
+        if runtime.is_main:
+            log(report)
+    if runtime.device.type == "cpu" and getattr(model, "impl", None) == "fast":
+        from .. import kernels
+        kernels.available()
 
 
 def train(config: TrainConfig, resume: str | os.PathLike | None = None, log=print,

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ...training.progress import plural
+from ...utils.errors import install_hint
 from .grouping import (OTHER, Group, _md, comparable_weights, deduplicate, display_name, family,
                        group_runs, load_runs)
 from .runs import CORRUPT_METRICS, MALFORMED_RUNS, Run, mean_std, train_accuracy
@@ -102,7 +103,7 @@ def write_report(roots: Iterable[str | Path] | str | Path, out: str | Path,
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            log("figures skipped: matplotlib is not installed (pip install 'mgiad[plot]')")
+            log("figures skipped: matplotlib is not installed; " + install_hint("plot", "matplotlib"))
             plotting = False
     sections = ["# Results", "", _headline(groups, roots, unreadable, log) + ".", ""]
     by_table: dict[tuple[str, str], list[Group]] = {}
@@ -122,7 +123,8 @@ def write_report(roots: Iterable[str | Path] | str | Path, out: str | Path,
         written["tables"] += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
         sections.append(md)
         if plotting:
-            from .figures import plot_accuracy, plot_learning_curves
+            from .curves import plot_learning_curves
+            from .figures import plot_accuracy
             if rows:
                 paths = plot_accuracy(title, figure_subtitle(done, False), rows, stem)
                 written["figures"] += paths

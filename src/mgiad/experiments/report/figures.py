@@ -1,4 +1,5 @@
-"""The report's figures: test accuracy against weights and training speed, and learning curves.
+"""The report's figures: test accuracy against weights and training speed; the conventions and
+helpers every figure shares (the learning curves are in :mod:`.curves`).
 
 Drawn with matplotlib's object API on an Agg canvas (no display, no pyplot state), from plain
 row dicts (see :func:`mgiad.experiments.report.summarize_group`) and curve dicts (see
@@ -11,6 +12,8 @@ Conventions every figure follows:
 - a log axis gets several labelled ticks from :func:`log_ticks` (1-2-3-5 series, spaced so that
   neighbouring labels never touch) and unlabelled minor ticks;
 - an accuracy axis spans the data (with the error bars and the paper's values), never above 100;
+  a learning curve's spans the band the curves settle in (a dip below it is counted, not drawn);
+- a log axis has a labelled tick at or beyond each end of the data;
 - the title's second line states the budget(s) and the number of seeds of what is drawn.
 """
 from __future__ import annotations
@@ -118,12 +121,38 @@ def _log_limits(values: Sequence[float], pad: float = 0.12) -> tuple[float, floa
     return low / factor, high * factor
 
 
-def _log_axis(ax, fig, low: float, high: float) -> None:
+_NICE = (1, 1.5, 2, 3, 4, 5, 6, 8, 10)
+
+
+def _nice_tick(value: float, below: bool) -> float:
+    """The nearest value of the series 1-1.5-2-3-4-5-6-8 (times a power of ten) at or below
+    (``below``) or at or above ``value``."""
+    scale = 10.0 ** math.floor(math.log10(value))
+    series = [m * scale for m in _NICE]
+    return (max(t for t in series if t <= value * (1 + 1e-9)) if below else
+            min(t for t in series if t >= value * (1 - 1e-9)))
+
+
+def _log_axis(ax, fig, values: Sequence[float]) -> None:
+    """A log x axis over ``values`` with labelled ticks (:func:`log_ticks`), widened where
+    needed so that a labelled tick lies at or beyond each end of the data: no point sits left
+    of the first label or right of the last."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+    low, high = _log_limits(values)
+    width = ax.get_position().width * fig.get_figwidth()  # inches
+    min_gap = 0.55 / width
+    ticks = log_ticks(low, high, max_ticks=max(3, int(width / 0.8)), min_gap=min_gap)
+    for end, below in ((0, True), (-1, False)):
+        data = min(values) if below else max(values)
+        if (data < ticks[0]) if below else (data > ticks[-1]):
+            tick = _nice_tick(data, below)
+            low, high = (min(low, tick / 1.04), high) if below else (low, max(high, tick * 1.04))
+            neighbour = ticks[end]
+            if abs(math.log10(neighbour / tick)) < min_gap * math.log10(high / low):
+                ticks.remove(neighbour)  # too close to label both
+            ticks = [tick] + ticks if below else ticks + [tick]
     ax.set_xscale("log")
     ax.set_xlim(low, high)
-    width = ax.get_position().width * fig.get_figwidth()  # inches
-    ticks = log_ticks(low, high, max_ticks=max(3, int(width / 0.8)), min_gap=0.55 / width)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(human))
     ax.xaxis.set_minor_locator(LogLocator(subs="all"))
@@ -241,7 +270,9 @@ def accuracy_figure(title: str, subtitle: str, rows: list[dict[str, Any]]):
     ax_w.set(xlabel="weights (log scale)", ylabel="test accuracy (%)",
              title="test accuracy vs weights (bars: std over seeds)")
     ax_t.set(xlabel=f"training throughput, images/s on {devices} (log scale)",
-             ylabel="test accuracy (%)", title="test accuracy vs measured training speed")
+             ylabel="test accuracy (%)",
+             title="test accuracy vs training speed, as the runs measured it\n"
+                   "(machines possibly shared with other work: rough, not a benchmark)")
     _title(fig, title, subtitle)
     _finish_axes(fig, (ax_w, ax_t), xs, lows, highs, notes)
     return fig
@@ -291,7 +322,7 @@ def _finish_axes(fig, axes, xs, lows, highs, notes) -> None:
     fig.canvas.draw()  # lay out first: the tick spacing depends on the axes' final widths
     for ax in axes:
         if xs[ax]:
-            _log_axis(ax, fig, *_log_limits(xs[ax]))
+            _log_axis(ax, fig, xs[ax])
         else:
             ax.text(0.5, 0.5, "no measurement", transform=ax.transAxes, ha="center")
     for ax, x, y, text, col in notes:  # labels of points in the right part point leftwards
@@ -299,124 +330,3 @@ def _finish_axes(fig, axes, xs, lows, highs, notes) -> None:
         right = math.log(x / low) / math.log(high / low) > 0.6
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(-6 if right else 6, 4),
                     ha="right" if right else "left", fontsize=7, color=col)
-
-
-# ------------------------------------------------------------------------- learning curves
-def plot_learning_curves(title: str, subtitle: str, curves: list[dict[str, Any]],
-                         path: Path) -> list[Path]:
-    """:func:`learning_curves_figure`, saved as ``path`` .png and .svg."""
-    return _save(learning_curves_figure(title, subtitle, curves), path)
-
-
-def _plot_seeds(ax, c: dict[str, Any], key: str, col, style, values: list, notes: list) -> bool:
-    """Configuration ``c``'s seeds on ``ax`` (thin lines; a thick mean with two or more); whether
-    one of them is in progress (ending in a hollow circle, labelled later through ``notes``)."""
-    any_progress = False
-    drawn = [r for r in c["runs"] if r["epoch"] and any(v is not None for v in r[key])]
-    several = len(drawn) >= 2
-    for r in drawn:
-        pairs = [(e, v) for e, v in zip(r["epoch"], r[key]) if v is not None]
-        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], color=col,
-                linestyle=style, linewidth=0.9 if several else 1.6,
-                alpha=0.55 if several else 0.95,  # few epochs: a line needs dots
-                marker="o" if len(pairs) <= 10 else None, markersize=3)
-        values += [p[1] for p in pairs]
-        if not r["finished"]:
-            any_progress = True
-            e, v = pairs[-1]
-            ax.plot([e], [v], marker="o", markerfacecolor="white", color=col, markersize=6)
-            notes.append((ax, e, v, f"s{r['seed']}: ep {e}/{r['target']}", col))
-    if several:
-        reached = min(len(r["epoch"]) for r in drawn)  # epochs every seed reached
-        mean = [(drawn[0]["epoch"][i], sum(r[key][i] for r in drawn) / len(drawn))
-                for i in range(reached) if all(r[key][i] is not None for r in drawn)]
-        ax.plot([p[0] for p in mean], [p[1] for p in mean], color=col, linestyle=style,
-                linewidth=2.2)
-    return any_progress
-
-
-def _curve_axes(axes, target: int, values, notes) -> None:
-    """Epoch axes, accuracy limits, grids and the labels of runs in progress."""
-    from matplotlib.ticker import MaxNLocator
-    for ax in axes:
-        ax.set_xlim(0.5, target + 0.5)
-        if values[ax]:
-            ax.set_ylim(*accuracy_limits(values[ax], values[ax], pad=0.05, min_span=2.0))
-        else:
-            ax.text(0.5, 0.5, "no epoch finished yet (no metrics.jsonl)", transform=ax.transAxes,
-                    ha="center", fontsize=10, color="0.4")
-        ax.grid(True, alpha=0.3)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, min_n_ticks=1))
-    for ax, e, v, text, col in notes:  # below the point, above it near the axis' bottom
-        low, high = ax.get_ylim()
-        up = (v - low) / (high - low) < 0.12
-        ax.annotate(text, (e, v), textcoords="offset points", xytext=(6, 5 if up else -12),
-                    fontsize=7, color=col,
-                    bbox=dict(facecolor="white", edgecolor="none", alpha=0.75, pad=0.5))
-
-
-def learning_curves_figure(title: str, subtitle: str, curves: list[dict[str, Any]]):
-    """Test accuracy (left) and running training accuracy (right) per epoch.
-
-    ``curves``: one dict per configuration and budget: ``label``, ``budget``, ``paper_test_acc``
-    (or None), ``paper_epochs``, and ``runs``: dicts with ``seed``, ``epoch``, ``test_acc``,
-    ``train_running_acc`` (lists), ``target`` (epochs planned) and ``finished``. Seeds are thin
-    lines, their mean (over the epochs every seed reached, with two or more seeds) a thick one;
-    a run in progress ends in a hollow circle labelled with its epoch; the paper's final test
-    accuracy is a dashed line in the configuration's colour.
-    """
-    from matplotlib import colormaps
-    from matplotlib.lines import Line2D
-    cmap = colormaps["tab10"]
-    fig = _new_figure(13, 6.4)
-    ax_test, ax_train = fig.subplots(1, 2)
-    budgets = list(dict.fromkeys(c["budget"] for c in curves))
-    lines = ["-", "-.", ":"]  # not dashed: dashes are the paper's reference lines here
-    style = {b: lines[i % len(lines)] for i, b in enumerate(budgets)}
-    configs = list(dict.fromkeys(c["label"] for c in curves))
-    colour = {label: cmap(i % 10) for i, label in enumerate(configs)}
-    values: dict[Any, list[float]] = {ax_test: [], ax_train: []}
-    target = 1
-    handles, labels = [], []
-    notes: list[tuple[Any, float, float, str, Any]] = []   # runs in progress, labelled at the end
-    any_progress = any_paper = False
-    for c in curves:
-        col = colour[c["label"]]
-        for ax, key in ((ax_test, "test_acc"), (ax_train, "train_running_acc")):
-            any_progress |= _plot_seeds(ax, c, key, col, style[c["budget"]], values[ax], notes)
-        target = max([target] + [r["target"] for r in c["runs"]]
-                     + [max(r["epoch"]) for r in c["runs"] if r["epoch"]])
-        if c.get("paper_test_acc") is not None:
-            any_paper = True
-            ax_test.axhline(c["paper_test_acc"], color=col, linestyle=(0, (5, 3)), linewidth=1.1,
-                            alpha=0.9)
-            values[ax_test].append(c["paper_test_acc"])
-        done = sum(1 for r in c["runs"] if r["finished"])
-        going = len(c["runs"]) - done
-        counts = ([f"{done} seed{'s' if done != 1 else ''}"] if done else []) + (
-            [f"{going} in progress" + ("" if any(r["epoch"] for r in c["runs"]) else
-                                        ", no epoch yet")] if going else [])
-        if c.get("paper_test_acc") is not None:
-            counts.append(f"paper {c['paper_test_acc']:.2f}")
-        text = c["label"] + (f" — {c['budget']}" if len(budgets) > 1 else "")
-        handles.append(Line2D([], [], color=col, linestyle=style[c["budget"]], linewidth=2))
-        labels.append(mathtext(f"{text} ({'; '.join(counts)})"))
-    _curve_axes((ax_test, ax_train), target, values, notes)
-    ax_test.set(ylabel="test accuracy (%)", title="test accuracy per epoch")
-    ax_train.set(ylabel="training accuracy, running (%)",
-                 title="running training accuracy per epoch (train mode, over the epoch)")
-    if any_paper:
-        epochs = sorted({c.get("paper_epochs") for c in curves if c.get("paper_test_acc")
-                         is not None and c.get("paper_epochs")})
-        handles.append(Line2D([], [], color="0.3", linestyle=(0, (5, 3)), linewidth=1.1))
-        labels.append("paper's final test accuracy"
-                      + (f" (after {', '.join(map(str, epochs))} epochs)" if epochs else ""))
-    if any_progress:
-        handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="white",
-                              linestyle="none", markersize=6))
-        labels.append("run in progress: latest epoch")
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=8,
-               frameon=False)
-    _title(fig, title, subtitle)
-    return fig

@@ -151,7 +151,7 @@ def progress_rows(group: Group) -> list[dict[str, Any]]:
 
 def curves_of(groups: list[Group]) -> list[dict[str, Any]]:
     """Per-epoch data of every run (finished and in progress) for
-    :func:`.figures.plot_learning_curves`: one dict per configuration and budget."""
+    :func:`.curves.plot_learning_curves`: one dict per configuration and budget."""
     curves = []
     for g in groups:
         clash = sum(1 for other in groups if other.label == g.label and other.key != g.key)
@@ -246,6 +246,12 @@ def budget_lines(groups: list[Group]) -> list[str]:
     return lines
 
 
+SPEED_CAVEAT = ("img/s: each run's own training throughput on its device, averaged over its "
+                "epochs, as measured while it trained: runs that shared their machine with other "
+                "work (several runs at once, a busy node) ran slower, so read it as a rough "
+                "figure, not a benchmark (`mgiad bench` measures speed alone on a machine).")
+
+
 def markdown_table(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...],
                    progress: list[dict[str, Any]] = (), groups: list[Group] = ()) -> str:
     """A table's section: the budget statement, the finished rows in the paper's layout, the
@@ -297,7 +303,7 @@ def markdown_table(title: str, rows: list[dict[str, Any]], columns: tuple[str, .
                      "paper counts them (table 2 leaves out the classifier of MgNet and MGiaD); "
                      "GFLOPs per image as our models compute them (`mgiad count --paper` shows the "
                      "paper's convention). Δ = ours − paper. Bold budget: not the paper's full "
-                     "recipe.")
+                     "recipe. " + SPEED_CAVEAT)
     if running_train:
         lines.append("(running): these runs' summaries predate the eval-mode measurement and hold "
                      "only the running accuracy of the last epoch (train mode, over its batches); "
