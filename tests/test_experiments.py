@@ -139,7 +139,8 @@ def test_cli_exit_status_and_dry_run(tmp_path, monkeypatch, capsys):
     assert "shard 1/2: 0 of 1 runs" in capsys.readouterr().out
     monkeypatch.setitem(sys.modules, "submitit", None)
     assert main(argv + ["--launcher", "slurm"]) == 2
-    assert "mgiad[slurm]" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'pip install -c constraints.txt -e ".[slurm]"' in err and "submitit" in err
     assert main(argv + ["--shard", "2/2"]) == 2
     assert "0 <= i < n" in capsys.readouterr().err
     assert main(argv) == 1
@@ -275,7 +276,7 @@ def test_slurm_builds_one_job_per_unfinished_run(grid, tmp_path, monkeypatch):
     assert pickle.loads(pickle.dumps(submitted[0])).spec == submitted[0].spec
 
     monkeypatch.setitem(sys.modules, "submitit", None)  # not installed: a clear error
-    with pytest.raises(ValueError, match=r"mgiad\[slurm\]"):
+    with pytest.raises(ValueError, match=r'-c constraints.txt -e "\.\[slurm\]"'):
         ex.submit_slurm(pending, root, OPTIONS)
 
 
