@@ -122,6 +122,17 @@ def test_standalone_epilogue(in_place, monkeypatch):
 
 
 @needs_kernels
+def test_empty_maps():
+    x = torch.empty(0, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+    ep = dict(alpha=torch.ones(16), add=torch.empty(0, 16, 5, 5), add_scale=torch.ones(16),
+              relu=True, residual=torch.empty(0, 16, 5, 5))
+    with torch.inference_mode():
+        assert epilogue.conv2d(x, torch.randn(16, 4, 3, 3), None, 1, 1, 1, 4, **ep).shape == x.shape
+        assert epilogue.apply(x, **ep).shape == x.shape
+        assert epilogue.conv2d(x, torch.randn(32, 1, 3, 3), None, 2, 1, 1, 16).shape == (0, 32, 3, 3)
+
+
+@needs_kernels
 def test_epilogue_arguments_are_checked():
     y = torch.randn(1, 8, 4, 4).contiguous(memory_format=torch.channels_last)
     with pytest.raises(TypeError, match="unknown epilogue arguments"):
@@ -174,7 +185,7 @@ def test_optimize_for_inference_matches_the_model(name, kwargs):
     assert isinstance(fast, InferenceModel) and fast.executor == "trace"
     assert fast.config == model.config and fast.num_classes == 7
     c = model.in_chans
-    for shape in [(1, c, 32, 32), (3, c, 17, 23), (2, c, 8, 8)]:
+    for shape in [(1, c, 32, 32), (3, c, 17, 23), (2, c, 8, 8), (2, c, 1, 1)]:
         for channels_last in (False, True):
             x = torch.randn(shape)
             if channels_last:
@@ -182,6 +193,7 @@ def test_optimize_for_inference_matches_the_model(name, kwargs):
             with torch.inference_mode():
                 expected = model(x)
             torch.testing.assert_close(fast(x), expected, rtol=1e-4, atol=1e-5)
+    assert fast(torch.randn(0, c, 32, 32)).shape == (0, 7)  # an empty batch
     for key, value in model.state_dict().items():  # the model itself is untouched
         assert torch.equal(value, before[key]), key
 

@@ -62,20 +62,24 @@ def _args(epilogue: dict) -> list:
 
 
 def _on_kernels(y: Tensor, args: list) -> bool:
-    return (y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last)
-            and _kernels_run(y, *args[:4], args[5]))
+    return y.dim() == 4 and _kernels_run(y, *args[:4], args[5])
 
 
 def apply(y: Tensor, **epilogue) -> Tensor:
     """The epilogue of ``y`` as a new tensor (one pass on the kernels where they run)."""
     args = _args(epilogue)
-    return operators().epilogue(y, *args) if _on_kernels(y, args) else reference(y, **epilogue)
+    if _on_kernels(y, args):
+        return operators().epilogue(_nhwc(y), *args)
+    return reference(y, **epilogue)
 
 
 def apply_(y: Tensor, **epilogue) -> Tensor:
-    """The epilogue on ``y``: in place (one pass, on the kernels) where they run, else a new tensor."""
+    """The epilogue on ``y``: in place (one pass, on the kernels) where they run and ``y`` is
+    NHWC, else into a new tensor; use the returned tensor."""
     args = _args(epilogue)
-    return operators().epilogue_(y, *args) if _on_kernels(y, args) else reference(y, **epilogue)
+    if _on_kernels(y, args):  # the layout is converted in the call, so that a trace records it
+        return operators().epilogue_(_nhwc(y), *args)
+    return reference(y, **epilogue)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,

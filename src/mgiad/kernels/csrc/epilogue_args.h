@@ -18,13 +18,13 @@ class EpilogueArgs {
                const std::optional<at::Tensor>& add, const std::optional<at::Tensor>& add_scale, bool relu,
                const std::optional<at::Tensor>& residual)
       : C_(out.size(1)) {
+    TORCH_CHECK(!add_scale.has_value() || add.has_value(), "mgiad_kernels: add_scale without add");
     e_.alpha = channels(alpha, 0, "alpha");
     e_.beta = channels(beta, 1, "beta");
     e_.add_scale = channels(add_scale, 2, "add_scale");
     e_.add = map(out, add, 3, "add");
     e_.residual = map(out, residual, 4, "residual");
     e_.relu = relu;
-    TORCH_CHECK(!e_.add_scale || e_.add, "mgiad_kernels: add_scale without add");
     ones_ = at::ones({C_}, out.options().memory_format(at::MemoryFormat::Contiguous));
     zeros_ = at::zeros({C_}, out.options().memory_format(at::MemoryFormat::Contiguous));
   }
@@ -61,7 +61,7 @@ class EpilogueArgs {
                 "mgiad_kernels: ", name, " must be a float32 CPU tensor of the output's shape ", out.sizes());
     TORCH_CHECK(t->is_contiguous(at::MemoryFormat::ChannelsLast), "mgiad_kernels: ", name,
                 " must be channels_last contiguous");
-    TORCH_CHECK(t->data_ptr<float>() != out.data_ptr<float>(), "mgiad_kernels: ", name,
+    TORCH_CHECK(out.numel() == 0 || t->data_ptr<float>() != out.data_ptr<float>(), "mgiad_kernels: ", name,
                 " must not be the output itself");
     keep_[slot] = *t;
     return t->data_ptr<float>();
