@@ -39,10 +39,10 @@ def reference(y: Tensor, alpha=None, beta=None, add=None, add_scale=None, relu=F
     return v if residual is None else v + residual
 
 
-def _kernels_run(*tensors: Tensor | None) -> bool:
-    """The kernels may run, nothing needs a gradient, and every map is an NHWC float32 CPU tensor."""
-    if not may_run() or torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in tensors):
+def _inference_tensors(*tensors: Tensor | None) -> bool:
+    """Nothing needs a gradient, and every tensor given is a float32 CPU tensor (whether the
+    kernels may run now is :func:`~.autograd.may_run`'s)."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return False
     return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in tensors)
 
@@ -62,7 +62,7 @@ def _args(epilogue: dict) -> list:
 
 
 def _on_kernels(y: Tensor, args: list) -> bool:
-    return y.dim() == 4 and _kernels_run(y, *args[:4], args[5])
+    return y.dim() == 4 and _inference_tensors(y, *args[:4], args[5]) and may_run()
 
 
 def apply(y: Tensor, **epilogue) -> Tensor:
@@ -89,12 +89,11 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     if bias is not None:
         if epilogue.get("beta") is not None:
             raise TypeError("give bias or beta, not both")
-        epilogue = dict(epilogue, beta=bias if epilogue.get("alpha") is None else None)
-        if epilogue["beta"] is None:  # alpha * (y + b) = alpha * y + alpha * b
-            epilogue["beta"] = epilogue["alpha"] * bias
+        alpha = epilogue.get("alpha")  # alpha * (y + b) = alpha * y + alpha * b
+        epilogue = dict(epilogue, beta=bias if alpha is None else alpha * bias)
     args = _args(epilogue)
-    if _kernels_run(x, weight, *args[:4], args[5]):
-        ops = kernels_for(x, weight, stride, padding, dilation, groups)
+    if _inference_tensors(x, weight, *args[:4], args[5]):
+        ops = kernels_for(x, weight, stride, padding, dilation, groups)  # None unless they may run
         if ops is not None:
             return ops.epilogue(_nhwc(x), weight.contiguous(), *args, runtime.isa())
     if epilogue.get("alpha") is None:  # a bias the convolution can add itself

@@ -27,25 +27,20 @@ MGIAD_CLONES void epilogue_pixels(const float* y, float* out, int64_t C, int64_t
 }
 
 template <bool ADD, bool RELU>
-void with_residual(const Epilogue& e, const float* y, float* out, int64_t C, int64_t p0, int64_t p1, const float* alpha,
-                   const float* beta, const float* add_scale) {
-  if (e.residual) epilogue_pixels<ADD, RELU, true>(y, out, C, p0, p1, alpha, beta, e.add, add_scale, e.residual);
-  else epilogue_pixels<ADD, RELU, false>(y, out, C, p0, p1, alpha, beta, e.add, add_scale, nullptr);
+void with_residual(const Epilogue& e, const float* y, float* out, int64_t C, int64_t p0, int64_t p1) {
+  if (e.residual) epilogue_pixels<ADD, RELU, true>(y, out, C, p0, p1, e.alpha, e.beta, e.add, e.add_scale, e.residual);
+  else epilogue_pixels<ADD, RELU, false>(y, out, C, p0, p1, e.alpha, e.beta, e.add, e.add_scale, nullptr);
 }
 
 }  // namespace
 
-void apply_epilogue(const Epilogue& e, const float* y, float* out, int64_t C, int64_t p0, int64_t p1,
-                    const float* ones, const float* zeros) {
-  const float* alpha = e.alpha ? e.alpha : ones;
-  const float* beta = e.beta ? e.beta : zeros;
-  const float* add_scale = e.add_scale ? e.add_scale : ones;
+void apply_epilogue(const Epilogue& e, const float* y, float* out, int64_t C, int64_t p0, int64_t p1) {
   if (e.add) {
-    if (e.relu) with_residual<true, true>(e, y, out, C, p0, p1, alpha, beta, add_scale);
-    else with_residual<true, false>(e, y, out, C, p0, p1, alpha, beta, add_scale);
+    if (e.relu) with_residual<true, true>(e, y, out, C, p0, p1);
+    else with_residual<true, false>(e, y, out, C, p0, p1);
   } else {
-    if (e.relu) with_residual<false, true>(e, y, out, C, p0, p1, alpha, beta, add_scale);
-    else with_residual<false, false>(e, y, out, C, p0, p1, alpha, beta, add_scale);
+    if (e.relu) with_residual<false, true>(e, y, out, C, p0, p1);
+    else with_residual<false, false>(e, y, out, C, p0, p1);
   }
 }
 

@@ -13,19 +13,16 @@
 namespace mgiad_kernels {
 
 struct Epilogue {
-  const float* alpha = nullptr;      // y's scale per channel (null: 1)
-  const float* beta = nullptr;       // bias per channel (null: 0)
+  const float* alpha = nullptr;      // y's scale per channel (ones where none was given)
+  const float* beta = nullptr;       // bias per channel (zeros where none was given)
   const float* add = nullptr;        // a map of the output's shape added before the ReLU (null: none)
-  const float* add_scale = nullptr;  // its scale per channel (null: 1)
+  const float* add_scale = nullptr;  // its scale per channel (ones where none was given)
   bool relu = false;
   const float* residual = nullptr;   // a map of the output's shape added after the ReLU (null: none)
-
-  bool active() const { return alpha || beta || add || relu || residual; }
 };
 
-// Applies `e` to pixels [p0, p1) of `y` (C channels per pixel), writing `out` (may be `y`: in place);
-// `ones`, `zeros`: C floats each, standing in for a missing alpha / add_scale and beta.
-void apply_epilogue(const Epilogue& e, const float* y, float* out, int64_t C, int64_t p0, int64_t p1,
-                    const float* ones, const float* zeros);
+// Applies `e` (alpha, beta and add_scale set) to pixels [p0, p1) of `y` (C channels per pixel),
+// writing `out` (may be `y`: in place).
+void apply_epilogue(const Epilogue& e, const float* y, float* out, int64_t C, int64_t p0, int64_t p1);
 
 }  // namespace mgiad_kernels

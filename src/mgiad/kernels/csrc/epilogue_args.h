@@ -17,41 +17,33 @@ class EpilogueArgs {
   EpilogueArgs(const at::Tensor& out, const std::optional<at::Tensor>& alpha, const std::optional<at::Tensor>& beta,
                const std::optional<at::Tensor>& add, const std::optional<at::Tensor>& add_scale, bool relu,
                const std::optional<at::Tensor>& residual)
-      : C_(out.size(1)) {
+      : C_(out.size(1)),
+        active_(alpha.has_value() || beta.has_value() || add.has_value() || relu || residual.has_value()),
+        ones_(at::ones({C_}, out.options().memory_format(at::MemoryFormat::Contiguous))),
+        zeros_(at::zeros({C_}, out.options().memory_format(at::MemoryFormat::Contiguous))) {
     TORCH_CHECK(!add_scale.has_value() || add.has_value(), "mgiad_kernels: add_scale without add");
-    e_.alpha = channels(alpha, 0, "alpha");
-    e_.beta = channels(beta, 1, "beta");
-    e_.add_scale = channels(add_scale, 2, "add_scale");
+    e_.alpha = alpha.has_value() ? channels(*alpha, 0, "alpha") : ones_.data_ptr<float>();
+    e_.beta = beta.has_value() ? channels(*beta, 1, "beta") : zeros_.data_ptr<float>();
+    e_.add_scale = add_scale.has_value() ? channels(*add_scale, 2, "add_scale") : ones_.data_ptr<float>();
     e_.add = map(out, add, 3, "add");
     e_.residual = map(out, residual, 4, "residual");
     e_.relu = relu;
-    ones_ = at::ones({C_}, out.options().memory_format(at::MemoryFormat::Contiguous));
-    zeros_ = at::zeros({C_}, out.options().memory_format(at::MemoryFormat::Contiguous));
   }
 
-  bool active() const { return e_.active(); }
+  bool active() const { return active_; }
 
-  // The epilogue with alpha, beta and add_scale always set (ones and zeros where not given).
-  Epilogue resolved() const {
-    Epilogue r = e_;
-    if (!r.alpha) r.alpha = ones_.data_ptr<float>();
-    if (!r.beta) r.beta = zeros_.data_ptr<float>();
-    if (!r.add_scale) r.add_scale = ones_.data_ptr<float>();
-    return r;
-  }
+  // The epilogue, with alpha, beta and add_scale always set (for kernels that apply it themselves).
+  const Epilogue& epilogue() const { return e_; }
 
   // Applies the epilogue to pixels [p0, p1) of out, in place; or reading y, writing out.
   void apply(float* out, int64_t p0, int64_t p1) const { apply(out, out, p0, p1); }
-  void apply(const float* y, float* out, int64_t p0, int64_t p1) const {
-    apply_epilogue(e_, y, out, C_, p0, p1, ones_.data_ptr<float>(), zeros_.data_ptr<float>());
-  }
+  void apply(const float* y, float* out, int64_t p0, int64_t p1) const { apply_epilogue(e_, y, out, C_, p0, p1); }
 
  private:
-  const float* channels(const std::optional<at::Tensor>& t, int slot, const char* name) {
-    if (!t.has_value()) return nullptr;
-    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu() && t->numel() == C_,
+  const float* channels(const at::Tensor& t, int slot, const char* name) {
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu() && t.numel() == C_,
                 "mgiad_kernels: ", name, " must be a float32 CPU tensor of ", C_, " channels");
-    keep_[slot] = t->contiguous();
+    keep_[slot] = t.contiguous();
     return keep_[slot].data_ptr<float>();
   }
 
@@ -68,8 +60,9 @@ class EpilogueArgs {
   }
 
   int64_t C_;
+  bool active_;
+  at::Tensor ones_, zeros_, keep_[5];
   Epilogue e_;
-  at::Tensor keep_[5], ones_, zeros_;
 };
 
 }  // namespace mgiad_kernels

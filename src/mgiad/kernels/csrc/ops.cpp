@@ -91,8 +91,7 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool
   // outputs larger than the caches go straight to memory (saves reading each line before writing it)
   const int64_t bytes = out.numel() * 4, vector_bytes = k.vector_width * 4;
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
-  const Epilogue resolved = ep.resolved();
-  if (ep.active()) s.epilogue = &resolved, s.out_base = out_ptr;  // applied in registers
+  if (ep.active()) s.epilogue = &ep.epilogue(), s.out_base = out_ptr;  // applied in registers
   s.stream_out = bytes >= kStreamBytes && s.C % k.vector_width == 0 &&
                  reinterpret_cast<uintptr_t>(out_ptr) % vector_bytes == 0;
   at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
