@@ -16,6 +16,12 @@ fastest PyTorch variant, onnxruntime rows against the ResNet in onnxruntime. Mod
 
     python benchmarks/inference.py [--batches 1,8,64] [--repeats 15] [--threads 2] [--onnx]
                                    [--only big|small] [--json FILE]
+
+``--breakdown`` instead says where each optimized model's time goes, per kind of operator, with
+FLOP/s and bytes/s against this machine's peaks (``op_breakdown.py``: each call timed in the forward,
+because ``torch.profiler`` doubles MGiaD's time):
+
+    python benchmarks/inference.py --breakdown --batches 64 [--only big]
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ import torch
 import mgiad
 from mgiad.layers.fold import fuse_bn
 from mgiad.utils.malloc import tune_malloc
+
+import op_breakdown
 
 PAIRS = {
     "big": (("resnet18", {}), ("mgiad", dict(width_mult=3, coarse_channels=64, group_size=4)), 3),
@@ -105,10 +113,16 @@ def main():
     p.add_argument("--onnx", action="store_true", help="also onnxruntime (needs onnx, onnxruntime)")
     p.add_argument("--only", choices=sorted(PAIRS))
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--breakdown", action="store_true",
+                   help="per-operator breakdown of each optimized model instead of the pair timings")
     args = p.parse_args()
     tune_malloc()
     torch.set_num_threads(args.threads)
     rows = []
+    if args.breakdown:
+        rows = breakdown(args)
+        write_json(args, rows)
+        return
     for pair, ((resnet, r_kw), (net, n_kw), in_chans) in PAIRS.items():
         if args.only and pair != args.only:
             continue
@@ -130,6 +144,43 @@ def main():
                 rows.append(dict(pair=pair, batch=batch, model=label, ms=round(t, 3),
                                  ratio=round(t / b, 3)))
                 print(f"{pair:5s} batch {batch:3d}  {label:28s} {t:9.2f} ms  {t / b:5.2f}x", flush=True)
+    write_json(args, rows)
+
+
+def breakdown(args) -> list:
+    peak = op_breakdown.peaks()
+    rows = []
+    for pair, (resnet, net, in_chans) in PAIRS.items():
+        if args.only and pair != args.only:
+            continue
+        for name, kwargs in (resnet, net):
+            model = mgiad.optimize_for_inference(trained_like(name, in_chans, **kwargs))
+            for batch in [int(b) for b in args.batches.split(",")]:
+                x = torch.randn(batch, in_chans, 32, 32)
+                recorder = op_breakdown.Recorder(batch)
+                with torch.inference_mode():
+                    times = []
+                    for r in range(args.repeats + 2):  # the optimized forward and the timed eager one
+                        t0 = time.perf_counter()
+                        model(x)
+                        times.append(time.perf_counter() - t0)
+                        with recorder.forward():
+                            model.folded(x)  # eager: every call goes through the recorder
+                calls = recorder.calls()
+                for c in calls:
+                    c.seconds = c.seconds[2:]  # the first two forwards warm up
+                summary = op_breakdown.summarize(calls)
+                forward = statistics.median(times[2:])
+                print(f"\n{name} {kwargs or ''} batch {batch}")
+                print(op_breakdown.format_table(summary, peak, forward), flush=True)
+                rows += [dict(pair=pair, model=name, batch=batch, forward_ms=round(forward * 1e3, 3),
+                              **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
+                         for r in summary]
+    rows.append(dict(peak_gflops=round(peak["flops"] / 1e9, 1), peak_gbytes=round(peak["bytes"] / 1e9, 1)))
+    return rows
+
+
+def write_json(args, rows) -> None:
     if args.json:
         meta = dict(torch=torch.__version__, python=platform.python_version(), threads=args.threads,
                     repeats=args.repeats, machine=platform.machine(), processor=platform.processor())

@@ -66,6 +66,38 @@ def test_conv_epilogue_on_outputs_past_the_caches(isa):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+# transfers and the standalone epilogue with outputs past 16 MiB: each block is computed into a
+# buffer and the epilogue streams it out (C_in, C_out, kernel, groups, N, H, W; None: the epilogue)
+STREAMED = [(64, 128, 3, 64, 8, 130, 128), (128, 128, 3, 128, 8, 130, 128),
+            (96, 192, 1, 96, 2, 128, 96), (192, 96, 1, 96, 4, 128, 96), (None, 96, None, None, 4, 128, 96)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", STREAMED, ids=["dw-x2", "dw-x1", "pair-expand", "pair-reduce", "standalone"])
+@pytest.mark.parametrize("kind", ["affine_add_relu", "bias_relu_residual"])
+def test_epilogue_streams_large_outputs_exactly(isa, shape, kind):
+    """Past 16 MiB the transfers and the standalone epilogue write through the caches' bypass;
+    the values are those of PyTorch's convolution and the reference epilogue."""
+    c_in, c_out, k, groups, n, h, w = shape
+    g = torch.Generator().manual_seed(c_out + h)
+    if c_in is None:  # the epilogue of an existing map, into a new tensor
+        y = torch.randn(n, c_out, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+        ep = _epilogue(kind, y, g)
+        with torch.inference_mode():
+            got = epilogue.apply(y, **ep)
+    else:
+        x = torch.randn(n, c_in, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(c_out, c_in // groups, k, k, generator=g)
+        stride = 2 if k == 3 else 1
+        y = F.conv2d(x, weight, None, stride, k // 2, 1, groups)
+        ep = _epilogue(kind, y, g)
+        with torch.inference_mode():
+            got = epilogue.conv2d(x, weight, None, stride, k // 2, 1, groups, **ep)
+    assert y.numel() * 4 >= 16 * 2**20
+    torch.testing.assert_close(got, epilogue.reference(y, **ep), rtol=1e-4, atol=1e-4)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
 @needs_kernels
 def test_conv_epilogue_runs_on_the_kernels_in_inference_only(monkeypatch):
     """Without a gradient the kernel's operator computes convolution and epilogue in one call;

@@ -1,5 +1,6 @@
 // An Epilogue (epilogue.h) from an operator's optional tensor arguments, checked against the output
-// it will be applied to; shared by the operators of ops.cpp, transfer_ops.cpp and epilogue_ops.cpp.
+// it will be applied to, and when an output bypasses the caches; shared by the operators of ops.cpp,
+// transfer_ops.cpp and epilogue_ops.cpp.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/ones.h>
@@ -10,6 +11,15 @@
 #include "epilogue.h"
 
 namespace mgiad_kernels {
+
+// Outputs from this size go straight to memory with non-temporal stores (saves reading each line
+// before it is written), where their channels are a multiple of the vector and they are aligned to it.
+constexpr int64_t kStreamBytes = int64_t{16} << 20;
+
+inline bool streams(const at::Tensor& out, int64_t width) {
+  return out.numel() * 4 >= kStreamBytes && out.size(1) % width == 0 &&
+         reinterpret_cast<uintptr_t>(out.data_ptr<float>()) % (width * 4) == 0;
+}
 
 class EpilogueArgs {
  public:

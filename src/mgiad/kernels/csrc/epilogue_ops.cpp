@@ -9,9 +9,22 @@
 #include <optional>
 
 #include "epilogue_args.h"
+#include "transfers.h"
 
 namespace mgiad_kernels {
 namespace {
+
+using StreamFn = void (*)(const Epilogue&, const float*, float*, int64_t, int64_t, int64_t);
+
+// The epilogue with non-temporal stores for this CPU, where `out` should have them; else null.
+StreamFn stream_kernel(const at::Tensor& out) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return streams(out, 16) ? epilogue_stream_avx512 : nullptr;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return streams(out, 8) ? epilogue_stream_avx2 : nullptr;
+  return nullptr;
+}
 
 void check_map(const at::Tensor& y) {
   TORCH_CHECK(y.dim() == 4 && y.scalar_type() == at::kFloat && y.device().is_cpu() &&
@@ -25,9 +38,14 @@ void run(const at::Tensor& y, at::Tensor& out, const std::optional<at::Tensor>& 
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
   const float* src = y.data_ptr<float>();
   float* dst = out.data_ptr<float>();
-  const int64_t pixels = y.size(0) * y.size(2) * y.size(3);
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, y.size(1)));
-  at::parallel_for(0, pixels, grain, [&](int64_t b, int64_t e) { ep.apply(src, dst, b, e); });
+  const int64_t pixels = y.size(0) * y.size(2) * y.size(3), C = y.size(1);
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
+  // into another tensor: a large output bypasses the caches
+  const StreamFn stream = dst == src ? nullptr : stream_kernel(out);
+  at::parallel_for(0, pixels, grain, [&](int64_t b, int64_t e) {
+    if (stream) stream(ep.epilogue(), src + b * C, dst, C, b, e);
+    else ep.apply(src, dst, b, e);
+  });
 }
 
 at::Tensor& epilogue_(at::Tensor& y, const std::optional<at::Tensor>& alpha, const std::optional<at::Tensor>& beta,

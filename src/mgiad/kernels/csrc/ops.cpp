@@ -16,7 +16,6 @@ namespace mgiad_kernels {
 namespace {
 
 enum Isa : int64_t { kNone = 0, kAvx2 = 1, kAvx512 = 2 };
-const int64_t kStreamBytes = int64_t{16} << 20;  // convolution outputs from this size bypass the caches
 
 int64_t cpu_isa() {
   __builtin_cpu_init();
@@ -88,12 +87,9 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool
   const float* in_ptr = x.data_ptr<float>();
   const float* w_ptr = packed.data_ptr<float>();
   float* out_ptr = out.data_ptr<float>();
-  // outputs larger than the caches go straight to memory (saves reading each line before writing it)
-  const int64_t bytes = out.numel() * 4, vector_bytes = k.vector_width * 4;
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
   if (ep.active()) s.epilogue = &ep.epilogue(), s.out_base = out_ptr;  // applied in registers
-  s.stream_out = bytes >= kStreamBytes && s.C % k.vector_width == 0 &&
-                 reinterpret_cast<uintptr_t>(out_ptr) % vector_bytes == 0;
+  s.stream_out = streams(out, k.vector_width);
   at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
     k.conv_rows(s, in_ptr, w_ptr, out_ptr, begin, end);
   });

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "epilogue_args.h"
 #include "transfers.h"
@@ -20,21 +21,15 @@ namespace {
 using RowsFn = void (*)(const DwShape&, const float*, const float*, float*, int64_t, int64_t);
 using PixelsFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t);
 using MapFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, bool);
+using EpilogueFn = void (*)(const Epilogue&, const float*, float*, int64_t, int64_t, int64_t);
 
 struct TransferKernels {
   int width;
   RowsFn dw_forward, dw_grad_input, dw_grad_weight;
   MapFn expand, reduce;
   PixelsFn weight_grad;
+  EpilogueFn epilogue_stream;
 };
-
-const int64_t kStreamBytes = int64_t{16} << 20;  // outputs from this size bypass the caches
-
-// Non-temporal stores for `out`: large, aligned to the vector, channels a multiple of the vector.
-bool streams(const at::Tensor& out, int width) {
-  return out.numel() * 4 >= kStreamBytes && out.size(1) % width == 0 &&
-         reinterpret_cast<uintptr_t>(out.data_ptr<float>()) % (width * 4) == 0;
-}
 
 TransferKernels transfer_kernels(int64_t isa) {
   __builtin_cpu_init();
@@ -44,9 +39,9 @@ TransferKernels transfer_kernels(int64_t isa) {
   TORCH_CHECK(isa == 2 ? avx512 : avx2, "mgiad_kernels: this CPU does not support isa ", isa);
   if (isa == 2)
     return {transfer_width_avx512(), dw_forward_rows_avx512, dw_grad_input_rows_avx512, dw_grad_weight_rows_avx512,
-            pair_expand_avx512, pair_reduce_avx512, pair_weight_grad_avx512};
+            pair_expand_avx512, pair_reduce_avx512, pair_weight_grad_avx512, epilogue_stream_avx512};
   return {transfer_width_avx2(), dw_forward_rows_avx2, dw_grad_input_rows_avx2, dw_grad_weight_rows_avx2,
-          pair_expand_avx2, pair_reduce_avx2, pair_weight_grad_avx2};
+          pair_expand_avx2, pair_reduce_avx2, pair_weight_grad_avx2, epilogue_stream_avx2};
 }
 
 void check_nhwc(const at::Tensor& x, const char* name) {
@@ -110,9 +105,23 @@ at::Tensor dw3x3s2_epilogue(const at::Tensor& x, const at::Tensor& weight, const
   const at::Tensor packed = pack_taps(weight, 9, s.w_stride);
   at::Tensor out = empty_nhwc(x, s.N, s.multiplier * s.C, s.Ho, s.Wo);
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
-  s.stream_out = !ep.active() && streams(out, k.width);
+  const bool stream = streams(out, k.width);
+  s.stream_out = !ep.active() && stream;
   const float *in = x.data_ptr<float>(), *w = packed.data_ptr<float>();
   float* o = out.data_ptr<float>();
+  if (ep.active() && stream) {  // each image into a buffer, then the epilogue streams it out
+    DwShape image = s;
+    image.N = 1;
+    const int64_t pixels = s.Ho * s.Wo, Cout = out.size(1);
+    at::parallel_for(0, s.N, 1, [&](int64_t b, int64_t e) {
+      std::vector<float> buffer(pixels * Cout);
+      for (int64_t n = b; n < e; ++n) {
+        k.dw_forward(image, in + n * s.H * s.W * s.C, w, buffer.data(), 0, s.Ho);
+        k.epilogue_stream(ep.epilogue(), buffer.data(), o, Cout, n * pixels, (n + 1) * pixels);
+      }
+    });
+    return out;
+  }
   at::parallel_for(0, s.N * s.Ho, 1, [&](int64_t b, int64_t e) {
     if (!ep.active()) return k.dw_forward(s, in, w, o, b, e);
     for (int64_t r = b; r < e; ++r) {  // the epilogue while the row is in cache
@@ -188,14 +197,20 @@ at::Tensor pair_map(const at::Tensor& x, const at::Tensor& weight, int64_t C, bo
   float* o = out.data_ptr<float>();
   const MapFn fn = expand ? k.expand : k.reduce;
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
-  const bool stream = !ep.active() && streams(out, k.width);
-  const int64_t block = pixel_grain(C);
+  const bool stream = streams(out, k.width);
+  const int64_t block = pixel_grain(C), in_step = expand ? C : 2 * C, out_step = out.size(1);
   at::parallel_for(0, x.size(0) * x.size(2) * x.size(3), block, [&](int64_t b, int64_t e) {
     if (!ep.active()) return fn(C, in, w, o, b, e, stream);
-    for (int64_t p = b; p < e; p += block) {  // the epilogue while the pixels are in cache
+    std::vector<float> buffer(stream ? block * out_step : 0);
+    for (int64_t p = b; p < e; p += block) {
       const int64_t p_end = std::min(p + block, e);
-      fn(C, in, w, o, p, p_end, false);
-      ep.apply(o, p, p_end);
+      if (stream) {  // into a buffer, then the epilogue streams it out
+        fn(C, in + p * in_step, w, buffer.data(), 0, p_end - p, false);
+        k.epilogue_stream(ep.epilogue(), buffer.data(), o, out_step, p, p_end);
+      } else {  // the epilogue while the pixels are in cache
+        fn(C, in, w, o, p, p_end, false);
+        ep.apply(o, p, p_end);
+      }
     }
   });
   return out;

@@ -9,6 +9,8 @@
 #pragma once
 #include <cstdint>
 
+#include "epilogue.h"
+
 namespace mgiad_kernels {
 
 struct DwShape {
@@ -35,7 +37,8 @@ struct DwShape {
   void pair_reduce_##isa(int64_t C, const float* wide, const float* w, float* narrow, int64_t p0, int64_t p1,  \
                          bool stream);                                                                        \
   void pair_weight_grad_##isa(int64_t C, const float* narrow, const float* wide, float* gw, int64_t p0,       \
-                              int64_t p1);
+                              int64_t p1);                                                                    \
+  void epilogue_stream_##isa(const Epilogue& e, const float* y, float* out, int64_t C, int64_t p0, int64_t p1);
 
 MGIAD_DECLARE_TRANSFERS(avx512)
 MGIAD_DECLARE_TRANSFERS(avx2)
