@@ -98,6 +98,80 @@ def test_epilogue_streams_large_outputs_exactly(isa, shape, kind):
     assert got.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _step_reference(u, f, A, A_u, s1, t1, B, b2):
+    """Eq. (5) with BatchNorm folded, in PyTorch operations."""
+    shape, groups = (1, -1, 1, 1), f.shape[1] // B.shape[1]
+    if u is None:
+        z = F.relu(s1.view(shape) * f + t1.view(shape))
+    else:
+        A_u = F.conv2d(u, A, padding=1, groups=groups) if A_u is None else A_u
+        z = F.relu(s1.view(shape) * (f - A_u) + t1.view(shape))
+    out = F.relu(F.conv2d(z, B, b2, padding=1, groups=groups))
+    return out if u is None else u + out
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["A", "A_u", "u=0"])
+@pytest.mark.parametrize("shape", [(1, 48, 7, 9), (3, 48, 7, 9), (5, 20, 6, 5), (4, 64, 130, 128)],
+                         ids=["by-rows", "by-images", "channel-tail", "streamed"])
+def test_fused_smoothing_step_matches_pytorch(isa, two_threads, mode, shape):
+    """One call for a folded smoothing step: z stays in each thread's cache (an image per thread),
+    or with fewer images than threads two passes over rows; outputs past 16 MiB are streamed."""
+    n, c, h, w = shape
+    gs = 4
+    g = torch.Generator().manual_seed(n + c)
+    nhwc = lambda *s: torch.randn(*s, generator=g).contiguous(memory_format=torch.channels_last)  # noqa: E731
+    u, f = nhwc(n, c, h, w), nhwc(n, c, h, w)
+    A, B = torch.randn(c, gs, 3, 3, generator=g) * 0.2, torch.randn(c, gs, 3, 3, generator=g) * 0.2
+    s1, t1, b2 = torch.rand(c, generator=g) + 0.5, torch.randn(c, generator=g), torch.randn(c, generator=g)
+    A_u = F.conv2d(u, A, padding=1, groups=c // gs) if mode == "A_u" else None
+    args = dict(u=None if mode == "u=0" else u, f=f, A=A if mode == "A" else None, A_u=A_u)
+    with torch.inference_mode():
+        got = epilogue.smoothing_step(**args, s1=s1, t1=t1, B=B, b2=b2)
+    expected = _step_reference(args["u"], f, A, A_u, s1, t1, B, b2)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_kernels
+def test_fused_smoothing_step_refuses_inconsistent_arguments():
+    ops, isa = torch.ops.mgiad_kernels, runtime.isa()
+    x = torch.randn(2, 16, 4, 4).contiguous(memory_format=torch.channels_last)
+    w, v = torch.randn(16, 4, 3, 3), torch.ones(16)
+    with pytest.raises(RuntimeError, match="give A or A_u, not both"):
+        ops.conv3x3_smoothing_step(x, x, w, x, v, v, w, v, isa)
+    with pytest.raises(RuntimeError, match="A or A_u without u"):
+        ops.conv3x3_smoothing_step(None, x, w, None, v, v, w, v, isa)
+    with pytest.raises(RuntimeError, match="u and f shapes differ"):
+        ops.conv3x3_smoothing_step(x[:1], x, w, None, v, v, w, v, isa)
+    with pytest.raises(RuntimeError, match="same group size"):
+        ops.conv3x3_smoothing_step(x, x, torch.randn(16, 2, 3, 3), None, v, v, w, v, isa)
+    # convolutions the kernel does not take (32 channels per group): not fused (None), the caller
+    # runs two passes
+    y, w32, v32 = torch.randn(2, 32, 4, 4), torch.randn(32, 32, 3, 3), torch.ones(32)
+    assert epilogue.smoothing_step(y, y, w32, None, v32, v32, w32, v32) is None
+
+
+@needs_kernels
+def test_optimized_mgiad_runs_each_grouped_smoothing_step_as_one_call(two_threads):
+    model = mgiad.create_model("mgiad", num_classes=10, width_mult=1, coarse_channels=16,
+                               group_size=4).eval()
+    fast = optimize_for_inference(model)
+    graph = str(fast.runner.inlined_graph)
+    assert "conv3x3_smoothing_step" in graph
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
 @needs_kernels
 def test_conv_epilogue_runs_on_the_kernels_in_inference_only(monkeypatch):
     """Without a gradient the kernel's operator computes convolution and epilogue in one call;

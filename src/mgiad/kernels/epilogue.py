@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import runtime
+from . import grouped_conv, runtime
 from .autograd import may_run, operators
 from .functional import kernels_for
 
-__all__ = ["conv2d", "apply", "apply_", "reference"]
+__all__ = ["conv2d", "apply", "apply_", "reference", "smoothing_step"]
 
 _KEYS = ("alpha", "beta", "add", "add_scale", "relu", "residual")
 
@@ -104,3 +104,21 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     if all(epilogue.get(k) is None for k in ("alpha", "beta", "add", "residual")):
         return F.relu(y, inplace=True) if epilogue.get("relu") else y
     return apply_(y, **epilogue)
+
+
+def smoothing_step(u: Tensor | None, f: Tensor, A: Tensor | None, A_u: Tensor | None, s1: Tensor,
+                   t1: Tensor, B: Tensor, b2: Tensor) -> Tensor | None:
+    """Eq. (5) with BatchNorm folded, ``u + relu(B * relu(s1 (f - A u) + t1) + b2)``, in one call of
+    the grouped kernel, ``B`` (and ``A``) the weights of grouped 3x3 convolutions (stride 1, zero
+    padding 1). ``A u`` is computed (``A``), given (``A_u``), or zero (``u`` None: the first step,
+    ``relu(B * relu(s1 f + t1) + b2)``). Each thread takes whole images and keeps an image's ``z``
+    in its cache, so ``z`` never goes to memory and back (with fewer images than threads the
+    kernel parallelises over rows). None where that kernel does not take the convolutions."""
+    if f.dim() != 4 or not may_run():
+        return None
+    groups = f.shape[1] // B.shape[1]
+    if not (_inference_tensors(u, f, A, A_u, s1, t1, B, b2) and grouped_conv.takes(f, B, 1, 1, 1, groups)
+            and (A is None or A.shape == B.shape)):
+        return None
+    return operators().conv3x3_smoothing_step(_nhwc(u), _nhwc(f), None if A is None else A.contiguous(),
+                                              _nhwc(A_u), s1, t1, B.contiguous(), b2, runtime.isa())

@@ -61,12 +61,25 @@ def smoothing_step(step: nn.Module, u: Tensor, f: Tensor, A: nn.Module,
                    A_u: Tensor | None = None) -> Tensor:
     """Eq. (5) for a :class:`~mgiad.layers.fold.FoldedSmoothingStep`, ``A_u = A(u)`` if known."""
     s1, t1 = step.residual_scale, step.residual_shift
-    if _is_zero(u):  # u = 0 (the initial u_1, a broadcast zero), so A u = 0
+    zero = _is_zero(u)  # u = 0 (the initial u_1, a broadcast zero), so A u = 0
+    if _plain_3x3(step.B, bias=True) and (zero or A_u is not None or _plain_3x3(A, bias=False)):
+        fused = epilogue.smoothing_step(None if zero else u, f, None if zero or A_u is not None else A.weight,
+                                        None if zero else A_u, s1, t1, step.B.weight, step.B.bias)
+        if fused is not None:  # one kernel call
+            return fused
+    if zero:
         z = epilogue.apply(f, alpha=s1, beta=t1, relu=True)              # relu(s1 f + t1)
         return _conv(step.B, z, step.B.bias, relu=True)                  # relu(B' z + b2)
     norm = dict(alpha=-s1, beta=t1, add=f, add_scale=s1, relu=True)      # relu(s1 (f - y) + t1)
     z = _conv(A, u, **norm) if A_u is None else epilogue.apply(A_u, **norm)
     return _conv(step.B, z, step.B.bias, relu=True, residual=u)          # u + relu(B' z + b2)
+
+
+def _plain_3x3(conv: nn.Module, bias: bool) -> bool:
+    """A 3x3 convolution, stride 1, zero padding 1, with a bias or without (as asked)."""
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+            and (conv.bias is not None) == bias)
 
 
 def _is_zero(u: Tensor) -> bool:

@@ -2,10 +2,13 @@
 // CPU feature dispatch and threading (at::parallel_for over output rows).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/neg.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -109,6 +112,96 @@ at::Tensor conv3x3_epilogue(const at::Tensor& x, const at::Tensor& weight, const
   return conv(x, weight, isa, false, alpha, beta, add, add_scale, relu, residual);
 }
 
+// Inference: a smoothing step with BatchNorm folded (eq. 5) in one call,
+//   z = relu(s1 (f - A u) + t1),   out = u + relu(B z + b2),
+// with A u computed (A given), given (A_u), or zero (no u: the first step, out = relu(B z + b2)).
+// z's epilogue: relu(alpha y + t1 + s1 f) with y = A u or A_u and alpha = -s1, or y = f, alpha = s1.
+struct StepArgs {
+  const std::optional<at::Tensor>& u;
+  const at::Tensor& f;
+  const std::optional<at::Tensor>& A;
+  const std::optional<at::Tensor>& A_u;
+  at::Tensor alpha;
+  const at::Tensor &s1, &t1, &B, &b2;
+  bool with_Au() const { return A.has_value() || A_u.has_value(); }
+  const at::Tensor& y() const { return A.has_value() ? *u : A_u.has_value() ? *A_u : f; }  // z's input
+  EpilogueArgs to_z(const at::Tensor& out) const {
+    return EpilogueArgs(out, alpha, t1, with_Au() ? std::optional<at::Tensor>(f) : std::nullopt,
+                        with_Au() ? std::optional<at::Tensor>(s1) : std::nullopt, true, std::nullopt);
+  }
+};
+
+// Fewer images than threads: z as a map, each pass parallel over rows or pixels.
+at::Tensor smoothing_step_by_rows(const StepArgs& a, const ConvShape& s, int64_t isa) {
+  at::Tensor z;
+  if (a.A.has_value()) {
+    z = conv(*a.u, *a.A, isa, false, a.alpha, a.t1, a.f, a.s1, true);
+  } else {
+    z = at::empty_like(a.f, at::MemoryFormat::ChannelsLast);
+    const EpilogueArgs to_z = a.to_z(z);
+    const float* y = a.y().data_ptr<float>();
+    float* z_ptr = z.data_ptr<float>();
+    const int64_t grain = std::max<int64_t>(1, 16384 / s.C);
+    at::parallel_for(0, s.N * s.H * s.W, grain, [&](int64_t b, int64_t e) { to_z.apply(y, z_ptr, b, e); });
+  }
+  return conv(z, a.B, isa, false, std::nullopt, a.b2, std::nullopt, std::nullopt, true, a.u);
+}
+
+// Each thread takes whole images; an image's z goes to a buffer of the thread's that stays in its
+// cache, so z never travels to memory and back (two map transfers of the four a step has).
+at::Tensor smoothing_step_by_images(const StepArgs& a, const ConvShape& s, int64_t isa) {
+  const IsaKernels k = kernels_for(isa);
+  at::Tensor out = at::empty({s.N, s.C, s.H, s.W}, a.f.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const EpilogueArgs to_z = a.to_z(out), to_out(out, std::nullopt, a.b2, std::nullopt, std::nullopt, true, a.u);
+  const at::Tensor packed_A = a.A.has_value() ? pack_weight(*a.A, k.vector_width, false) : at::Tensor();
+  const at::Tensor packed_B = pack_weight(a.B, k.vector_width, false);
+  const float* y = a.y().data_ptr<float>();
+  float* out_ptr = out.data_ptr<float>();
+  const bool stream = streams(out, k.vector_width);
+  const int64_t image = s.H * s.W * s.C;
+  at::parallel_for(0, s.N, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> z(image);
+    for (int64_t n = begin; n < end; ++n) {  // the maps the epilogues read, from image n on
+      Epilogue ez = to_z.epilogue(), eo = to_out.epilogue();
+      if (ez.add) ez.add += n * image;
+      if (eo.residual) eo.residual += n * image;
+      ConvShape sz = s, so = s;
+      sz.N = so.N = 1;
+      if (a.A.has_value()) {
+        sz.epilogue = &ez, sz.out_base = z.data();
+        k.conv_rows(sz, y + n * image, packed_A.data_ptr<float>(), z.data(), 0, s.H);
+      } else {
+        apply_epilogue(ez, y + n * image, z.data(), s.C, 0, s.H * s.W);
+      }
+      so.epilogue = &eo, so.out_base = out_ptr + n * image, so.stream_out = stream;
+      k.conv_rows(so, z.data(), packed_B.data_ptr<float>(), out_ptr + n * image, 0, s.H);
+    }
+  });
+  return out;
+}
+
+at::Tensor conv3x3_smoothing_step(const std::optional<at::Tensor>& u, const at::Tensor& f,
+                                  const std::optional<at::Tensor>& A, const std::optional<at::Tensor>& A_u,
+                                  const at::Tensor& s1, const at::Tensor& t1, const at::Tensor& B,
+                                  const at::Tensor& b2, int64_t isa) {
+  const ConvShape s = check_input(f, B.size(1), "f");
+  check_weight(B, s.C);
+  TORCH_CHECK(!(A.has_value() && A_u.has_value()), "mgiad_kernels: give A or A_u, not both");
+  TORCH_CHECK(u.has_value() || !(A.has_value() || A_u.has_value()), "mgiad_kernels: A or A_u without u");
+  for (const auto* map : {&u, &A_u})
+    if (map->has_value()) {
+      const char* name = map == &u ? "u" : "A_u";
+      check_input(**map, B.size(1), name);
+      TORCH_CHECK((*map)->sizes() == f.sizes(), "mgiad_kernels: ", name, " and f shapes differ");
+    }
+  if (A.has_value()) {
+    check_weight(*A, s.C);
+    TORCH_CHECK(A->size(1) == B.size(1), "mgiad_kernels: A and B must have the same group size");
+  }
+  const StepArgs a{u, f, A, A_u, A.has_value() || A_u.has_value() ? at::neg(s1) : s1, s1, t1, B, b2};
+  return s.N < at::get_num_threads() ? smoothing_step_by_rows(a, s, isa) : smoothing_step_by_images(a, s, isa);
+}
+
 // Gradient of the input: the forward convolution with weights transposed per group and flipped.
 at::Tensor conv3x3_grad_input(const at::Tensor& grad_out, const at::Tensor& weight, int64_t isa) {
   return conv(grad_out, weight, isa, true);
@@ -141,6 +234,7 @@ TORCH_LIBRARY(mgiad_kernels, m) {
   m.def("cpu_isa", &cpu_isa);
   m.def("conv3x3_forward", &conv3x3_forward);
   m.def("conv3x3_epilogue", &conv3x3_epilogue);
+  m.def("conv3x3_smoothing_step", &conv3x3_smoothing_step);
   m.def("conv3x3_grad_input", &conv3x3_grad_input);
   m.def("conv3x3_grad_weight", &conv3x3_grad_weight);
 }
