@@ -11,8 +11,9 @@ Pairs: MGiaD(lambda=3, g_s=4, c_K=64) against ResNet18 on 3x32x32, and table 2's
   onnxruntime with the same number of threads.
 
 One process, the PyTorch variants of a pair interleaved per repeat, then the onnxruntime ones
-(their thread pools must not compete), medians; PyTorch rows are ratios against the ResNet's
-fastest PyTorch variant, onnxruntime rows against the ResNet in onnxruntime. Models get non-trivial BatchNorm statistics (as a trained model has).
+(their thread pools must not compete); times are medians, ratios the median over repeats of a
+model's time against the ResNet's fastest variant in the same repeat (PyTorch rows) or the ResNet
+in onnxruntime (onnxruntime rows). Models get non-trivial BatchNorm statistics (as a trained model has).
 
     python benchmarks/inference.py [--batches 1,8,64] [--repeats 15] [--threads 2] [--onnx]
                                    [--only big|small] [--json FILE]
@@ -84,7 +85,11 @@ def onnx_session(model, threads):
     return lambda x: session.run(None, {name: x.numpy()})
 
 
-def time_pair(models, batch, in_chans, repeats):
+def time_pair(models, batch, in_chans, repeats, base_prefix):
+    """{label: (median ms, ratio)}: the models interleaved in each of ``repeats`` rounds; a model's
+    ratio is the median over rounds of its time against the fastest ``base_prefix`` model's in the
+    same round (this machine's speed drifts by up to 30% within a minute, and a ratio taken inside
+    one round is not moved by that)."""
     calls = {}
     for label, (run, channels_last) in models.items():
         x = torch.randn(batch, in_chans, 32, 32)
@@ -102,7 +107,9 @@ def time_pair(models, batch, in_chans, repeats):
             call()
             if r >= 2:
                 times[label].append(time.perf_counter() - t0)
-    return {label: statistics.median(t) * 1e3 for label, t in times.items()}
+    bases = [min(ts) for ts in zip(*(t for k, t in times.items() if k.startswith(base_prefix)))]
+    return {label: (statistics.median(t) * 1e3, statistics.median(a / b for a, b in zip(t, bases)))
+            for label, t in times.items()}
 
 
 def main():
@@ -134,16 +141,13 @@ def main():
             # wait on each other's cores
             torch_models = {k: v for k, v in models.items() if not k.endswith("onnxruntime")}
             ort_models = {k: v for k, v in models.items() if k.endswith("onnxruntime")}
-            ms = time_pair(torch_models, batch, in_chans, repeats)
+            results = time_pair(torch_models, batch, in_chans, repeats, resnet)
             if ort_models:
-                ms.update(time_pair(ort_models, batch, in_chans, repeats))
-            base = min(v for k, v in ms.items() if k.startswith(resnet) and k in torch_models)
-            base_ort = ms.get(f"{resnet} onnxruntime")
-            for label, t in ms.items():
-                b = base_ort if label in ort_models else base
+                results.update(time_pair(ort_models, batch, in_chans, repeats, resnet))
+            for label, (t, ratio) in results.items():
                 rows.append(dict(pair=pair, batch=batch, model=label, ms=round(t, 3),
-                                 ratio=round(t / b, 3)))
-                print(f"{pair:5s} batch {batch:3d}  {label:28s} {t:9.2f} ms  {t / b:5.2f}x", flush=True)
+                                 ratio=round(ratio, 3)))
+                print(f"{pair:5s} batch {batch:3d}  {label:28s} {t:9.2f} ms  {ratio:5.2f}x", flush=True)
     write_json(args, rows)
 
 

@@ -83,13 +83,16 @@ class Recorder:
 
 def _describe(op: str, args: tuple, out, batch: int) -> Call:
     """The call's category, FLOPs and bytes (feature maps read and written, once each)."""
+    step = op == "conv3x3_smoothing_step"  # (u, f, A, A_u, alpha, s1, t1, B, b2, isa): 1 or 2 convolutions
     conv = op == "F.conv2d" or op.startswith(("conv3x3", "dw3x3s2", "pair1x1"))
-    weight = args[1] if conv else None  # (x, weight, ...) for every convolution
+    weights = {2, 7} if step else {1} if conv else set()  # (x, weight, ...) for every other convolution
     maps = [a for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.dim() == 4
-            and not (conv and i == 1) and a.stride() != (0, 0, 0, 0)]
+            and i not in weights and a.stride() != (0, 0, 0, 0)]
+    weight = args[7] if step else args[1] if conv else None
     out_numel = out.numel() if isinstance(out, torch.Tensor) else 0
     nbytes = 4.0 * (sum(t.numel() for t in maps) + out_numel)
-    flops = 2.0 * out_numel * weight.shape[1] * weight.shape[2] * weight.shape[3] if conv else 0.0
+    convs = (2 if args[2] is not None else 1) if step else 1
+    flops = 2.0 * convs * out_numel * weight.shape[1] * weight.shape[2] * weight.shape[3] if conv else 0.0
     x = maps[0].shape if maps else ()
     if op == "F.conv2d":
         k = f"{weight.shape[2]}x{weight.shape[3]}"
@@ -99,6 +102,8 @@ def _describe(op: str, args: tuple, out, batch: int) -> Call:
             category = "stem (oneDNN)"
         else:
             category = f"dense {k}, {x[1]}->{weight.shape[0]} ch, {x[2]}x{x[3]} (oneDNN)"
+    elif step:
+        category = f"smoothing steps (grouped 3x3), {x[1]} ch, {x[2]}x{x[3]} (C++)"
     elif op.startswith("conv3x3"):
         category = f"grouped 3x3, {x[1]} ch, {x[2]}x{x[3]} (C++)"
     elif op.startswith(("dw3x3s2", "pair1x1")):

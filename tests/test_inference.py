@@ -147,13 +147,13 @@ def test_fused_smoothing_step_refuses_inconsistent_arguments():
     x = torch.randn(2, 16, 4, 4).contiguous(memory_format=torch.channels_last)
     w, v = torch.randn(16, 4, 3, 3), torch.ones(16)
     with pytest.raises(RuntimeError, match="give A or A_u, not both"):
-        ops.conv3x3_smoothing_step(x, x, w, x, v, v, w, v, isa)
+        ops.conv3x3_smoothing_step(x, x, w, x, v, v, v, w, v, isa)
     with pytest.raises(RuntimeError, match="A or A_u without u"):
-        ops.conv3x3_smoothing_step(None, x, w, None, v, v, w, v, isa)
+        ops.conv3x3_smoothing_step(None, x, w, None, v, v, v, w, v, isa)
     with pytest.raises(RuntimeError, match="u and f shapes differ"):
-        ops.conv3x3_smoothing_step(x[:1], x, w, None, v, v, w, v, isa)
+        ops.conv3x3_smoothing_step(x[:1], x, w, None, v, v, v, w, v, isa)
     with pytest.raises(RuntimeError, match="same group size"):
-        ops.conv3x3_smoothing_step(x, x, torch.randn(16, 2, 3, 3), None, v, v, w, v, isa)
+        ops.conv3x3_smoothing_step(x, x, torch.randn(16, 2, 3, 3), None, v, v, v, w, v, isa)
     # convolutions the kernel does not take (32 channels per group): not fused (None), the caller
     # runs two passes
     y, w32, v32 = torch.randn(2, 32, 4, 4), torch.randn(32, 32, 3, 3), torch.ones(32)

@@ -120,5 +120,6 @@ def smoothing_step(u: Tensor | None, f: Tensor, A: Tensor | None, A_u: Tensor | 
     if not (_inference_tensors(u, f, A, A_u, s1, t1, B, b2) and grouped_conv.takes(f, B, 1, 1, 1, groups)
             and (A is None or A.shape == B.shape)):
         return None
+    alpha = s1 if u is None else -s1  # the scale of A u (or of f where u = 0)
     return operators().conv3x3_smoothing_step(_nhwc(u), _nhwc(f), None if A is None else A.contiguous(),
-                                              _nhwc(A_u), s1, t1, B.contiguous(), b2, runtime.isa())
+                                              _nhwc(A_u), alpha, s1, t1, B.contiguous(), b2, runtime.isa())

@@ -3,7 +3,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/neg.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -115,7 +114,8 @@ at::Tensor conv3x3_epilogue(const at::Tensor& x, const at::Tensor& weight, const
 // Inference: a smoothing step with BatchNorm folded (eq. 5) in one call,
 //   z = relu(s1 (f - A u) + t1),   out = u + relu(B z + b2),
 // with A u computed (A given), given (A_u), or zero (no u: the first step, out = relu(B z + b2)).
-// z's epilogue: relu(alpha y + t1 + s1 f) with y = A u or A_u and alpha = -s1, or y = f, alpha = s1.
+// z's epilogue: relu(alpha y + t1 + s1 f) with y = A u or A_u and alpha = -s1, or y = f, alpha = s1
+// (alpha is an argument so that a frozen graph holds it as a constant).
 struct StepArgs {
   const std::optional<at::Tensor>& u;
   const at::Tensor& f;
@@ -130,6 +130,8 @@ struct StepArgs {
                         with_Au() ? std::optional<at::Tensor>(s1) : std::nullopt, true, std::nullopt);
   }
 };
+
+constexpr int64_t kBand = 4;  // rows of out per band: z's band and its inputs stay in L2
 
 // Fewer images than threads: z as a map, each pass parallel over rows or pixels.
 at::Tensor smoothing_step_by_rows(const StepArgs& a, const ConvShape& s, int64_t isa) {
@@ -147,8 +149,9 @@ at::Tensor smoothing_step_by_rows(const StepArgs& a, const ConvShape& s, int64_t
   return conv(z, a.B, isa, false, std::nullopt, a.b2, std::nullopt, std::nullopt, true, a.u);
 }
 
-// Each thread takes whole images; an image's z goes to a buffer of the thread's that stays in its
-// cache, so z never travels to memory and back (two map transfers of the four a step has).
+// Each thread takes whole images; an image's z goes to a buffer of the thread's, a band of rows at a
+// time, and B reads each band while it is still in the core's cache: z never travels to memory and
+// back (two map transfers of the four a step has).
 at::Tensor smoothing_step_by_images(const StepArgs& a, const ConvShape& s, int64_t isa) {
   const IsaKernels k = kernels_for(isa);
   at::Tensor out = at::empty({s.N, s.C, s.H, s.W}, a.f.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -167,14 +170,18 @@ at::Tensor smoothing_step_by_images(const StepArgs& a, const ConvShape& s, int64
       if (eo.residual) eo.residual += n * image;
       ConvShape sz = s, so = s;
       sz.N = so.N = 1;
-      if (a.A.has_value()) {
-        sz.epilogue = &ez, sz.out_base = z.data();
-        k.conv_rows(sz, y + n * image, packed_A.data_ptr<float>(), z.data(), 0, s.H);
-      } else {
-        apply_epilogue(ez, y + n * image, z.data(), s.C, 0, s.H * s.W);
-      }
+      sz.epilogue = &ez, sz.out_base = z.data();
       so.epilogue = &eo, so.out_base = out_ptr + n * image, so.stream_out = stream;
-      k.conv_rows(so, z.data(), packed_B.data_ptr<float>(), out_ptr + n * image, 0, s.H);
+      int64_t z_rows = 0;  // rows of z computed so far
+      for (int64_t y0 = 0; y0 < s.H; y0 += kBand) {
+        const int64_t y1 = std::min(s.H, y0 + kBand), z_end = std::min(s.H, y1 + 1);  // B's rows read z's to y1
+        if (a.A.has_value())
+          k.conv_rows(sz, y + n * image, packed_A.data_ptr<float>(), z.data(), z_rows, z_end);
+        else
+          apply_epilogue(ez, y + n * image, z.data(), s.C, z_rows * s.W, z_end * s.W);
+        z_rows = z_end;
+        k.conv_rows(so, z.data(), packed_B.data_ptr<float>(), out_ptr + n * image, y0, y1);
+      }
     }
   });
   return out;
@@ -182,8 +189,8 @@ at::Tensor smoothing_step_by_images(const StepArgs& a, const ConvShape& s, int64
 
 at::Tensor conv3x3_smoothing_step(const std::optional<at::Tensor>& u, const at::Tensor& f,
                                   const std::optional<at::Tensor>& A, const std::optional<at::Tensor>& A_u,
-                                  const at::Tensor& s1, const at::Tensor& t1, const at::Tensor& B,
-                                  const at::Tensor& b2, int64_t isa) {
+                                  const at::Tensor& alpha, const at::Tensor& s1, const at::Tensor& t1,
+                                  const at::Tensor& B, const at::Tensor& b2, int64_t isa) {
   const ConvShape s = check_input(f, B.size(1), "f");
   check_weight(B, s.C);
   TORCH_CHECK(!(A.has_value() && A_u.has_value()), "mgiad_kernels: give A or A_u, not both");
@@ -198,7 +205,7 @@ at::Tensor conv3x3_smoothing_step(const std::optional<at::Tensor>& u, const at::
     check_weight(*A, s.C);
     TORCH_CHECK(A->size(1) == B.size(1), "mgiad_kernels: A and B must have the same group size");
   }
-  const StepArgs a{u, f, A, A_u, A.has_value() || A_u.has_value() ? at::neg(s1) : s1, s1, t1, B, b2};
+  const StepArgs a{u, f, A, A_u, alpha, s1, t1, B, b2};
   return s.N < at::get_num_threads() ? smoothing_step_by_rows(a, s, isa) : smoothing_step_by_images(a, s, isa);
 }
 
