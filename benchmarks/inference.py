@@ -11,9 +11,9 @@ Pairs: MGiaD(lambda=3, g_s=4, c_K=64) against ResNet18 on 3x32x32, and table 2's
   onnxruntime with the same number of threads.
 
 One process, the PyTorch variants of a pair interleaved per repeat, then the onnxruntime ones
-(their thread pools must not compete); times are medians, ratios the median over repeats of a
-model's time against the ResNet's fastest variant in the same repeat (PyTorch rows) or the ResNet
-in onnxruntime (onnxruntime rows). Models get non-trivial BatchNorm statistics (as a trained model has).
+(their thread pools must not compete), every other repeat in reverse order; times are medians,
+ratios the median over repeats of a model's time against the same repeat's time of the ResNet's
+fastest variant (PyTorch rows) or of the ResNet in onnxruntime (onnxruntime rows). Models get non-trivial BatchNorm statistics (as a trained model has).
 
     python benchmarks/inference.py [--batches 1,8,64] [--repeats 15] [--threads 2] [--onnx]
                                    [--only big|small] [--json FILE]
@@ -86,10 +86,11 @@ def onnx_session(model, threads):
 
 
 def time_pair(models, batch, in_chans, repeats, base_prefix):
-    """{label: (median ms, ratio)}: the models interleaved in each of ``repeats`` rounds; a model's
-    ratio is the median over rounds of its time against the fastest ``base_prefix`` model's in the
-    same round (this machine's speed drifts by up to 30% within a minute, and a ratio taken inside
-    one round is not moved by that)."""
+    """{label: (median ms, ratio)}: the models interleaved in each of ``repeats`` rounds, every other
+    round in reverse order (a model measured 2-4% slower right after a ResNet than after another
+    MGiaD); a model's ratio is the median over rounds of its time against the same round's time of
+    the ``base_prefix`` model with the lowest median (this machine's speed drifts by up to 30%
+    within a minute, and a ratio taken inside one round is not moved by that)."""
     calls = {}
     for label, (run, channels_last) in models.items():
         x = torch.randn(batch, in_chans, 32, 32)
@@ -102,13 +103,13 @@ def time_pair(models, batch, in_chans, repeats, base_prefix):
         calls[label] = call
     times = {label: [] for label in calls}
     for r in range(repeats + 2):
-        for label, call in calls.items():
+        for label, call in (calls.items() if r % 2 == 0 else reversed(calls.items())):
             t0 = time.perf_counter()
             call()
             if r >= 2:
                 times[label].append(time.perf_counter() - t0)
-    bases = [min(ts) for ts in zip(*(t for k, t in times.items() if k.startswith(base_prefix)))]
-    return {label: (statistics.median(t) * 1e3, statistics.median(a / b for a, b in zip(t, bases)))
+    base = min((k for k in times if k.startswith(base_prefix)), key=lambda k: statistics.median(times[k]))
+    return {label: (statistics.median(t) * 1e3, statistics.median(a / b for a, b in zip(t, times[base])))
             for label, t in times.items()}
 
 
