@@ -4,7 +4,8 @@ Pairs: MGiaD(lambda=3, g_s=4, c_K=64) against ResNet18 on 3x32x32, and table 2's
 (c_K=16, g_s=4) against ResNet20 on 1x32x32. Each model runs as
 
 * ``optimized``: ``mgiad.optimize_for_inference`` (BatchNorm folded, epilogues on the C++ kernels,
-  the traced executor);
+  dense 3x3 convolutions by Winograd's F(4x4, 3x3), the traced executor);
+* ``optimized direct``: the same with ``MGIAD_WINOGRAD=0`` (dense 3x3 convolutions on oneDNN);
 * ``folded NCHW`` / ``folded NHWC``: ``fuse_bn`` run in Python (the state before the kernels'
   epilogues and the executor), in both memory formats;
 * ``onnxruntime`` (``--onnx``): the model exported by ``mgiad.deploy.export_model`` and run by
@@ -13,7 +14,9 @@ Pairs: MGiaD(lambda=3, g_s=4, c_K=64) against ResNet18 on 3x32x32, and table 2's
 One process, the PyTorch variants of a pair interleaved per repeat, then the onnxruntime ones
 (their thread pools must not compete), every other repeat in reverse order; times are medians,
 ratios the median over repeats of a model's time against the same repeat's time of the ResNet's
-fastest variant (PyTorch rows) or of the ResNet in onnxruntime (onnxruntime rows). Models get non-trivial BatchNorm statistics (as a trained model has).
+fastest variant (PyTorch rows) or of the ResNet in onnxruntime (onnxruntime rows); a second ratio
+is against the ResNet's fastest variant with its dense convolutions on oneDNN (``direct``: every
+variant but ``optimized``), the ResNet as PyTorch runs it. Models get non-trivial BatchNorm statistics (as a trained model has).
 
     python benchmarks/inference.py [--batches 1,8,64] [--repeats 15] [--threads 2] [--onnx]
                                    [--only big|small] [--json FILE]
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -41,6 +45,8 @@ from mgiad.layers.fold import fuse_bn
 from mgiad.utils.malloc import tune_malloc
 
 import op_breakdown
+
+DIRECT = "optimized direct"
 
 PAIRS = {
     "big": (("resnet18", {}), ("mgiad", dict(width_mult=3, coarse_channels=64, group_size=4)), 3),
@@ -63,6 +69,12 @@ def trained_like(name, in_chans, **kwargs):
 def variants(name, kwargs, in_chans, onnx, threads):
     model = trained_like(name, in_chans, **kwargs)
     out = {"optimized": (mgiad.optimize_for_inference(model), False)}
+    previous = os.environ.get("MGIAD_WINOGRAD")
+    os.environ["MGIAD_WINOGRAD"] = "0"  # read while tracing: the dense 3x3 convolutions stay oneDNN's
+    try:
+        out[DIRECT] = (mgiad.optimize_for_inference(model), False)
+    finally:
+        os.environ.pop("MGIAD_WINOGRAD") if previous is None else os.environ.update(MGIAD_WINOGRAD=previous)
     folded = fuse_bn(model)
     out["folded NCHW"] = (folded, False)
     out["folded NHWC"] = (fuse_bn(model).to(memory_format=torch.channels_last), True)
@@ -86,8 +98,8 @@ def onnx_session(model, threads):
 
 
 def time_pair(models, batch, in_chans, repeats, base_prefix):
-    """{label: (median ms, ratio)}: the models interleaved in each of ``repeats`` rounds, every other
-    round in reverse order (a model measured 2-4% slower right after a ResNet than after another
+    """{label: (median ms, ratio, ratio to the direct ResNet)}: the models interleaved in each of
+    ``repeats`` rounds, every other round in reverse order (a model measured 2-4% slower right after a ResNet than after another
     MGiaD); a model's ratio is the median over rounds of its time against the same round's time of
     the ``base_prefix`` model with the lowest median (this machine's speed drifts by up to 30%
     within a minute, and a ratio taken inside one round is not moved by that)."""
@@ -108,8 +120,18 @@ def time_pair(models, batch, in_chans, repeats, base_prefix):
             call()
             if r >= 2:
                 times[label].append(time.perf_counter() - t0)
-    base = min((k for k in times if k.startswith(base_prefix)), key=lambda k: statistics.median(times[k]))
-    return {label: (statistics.median(t) * 1e3, statistics.median(a / b for a, b in zip(t, times[base])))
+    def fastest(labels):
+        labels = list(labels)
+        return min(labels, key=lambda k: statistics.median(times[k])) if labels else None
+
+    def ratio(t, base):
+        return None if base is None else statistics.median(a / b for a, b in zip(t, times[base]))
+
+    resnets = [k for k in times if k.startswith(base_prefix)]
+    base = fastest(resnets)
+    # the ResNet as PyTorch runs it: its dense 3x3 convolutions on oneDNN, not on our Winograd kernel
+    direct = fastest(k for k in resnets if not k.endswith(" optimized"))
+    return {label: (statistics.median(t) * 1e3, ratio(t, base), ratio(t, direct))
             for label, t in times.items()}
 
 
@@ -145,10 +167,11 @@ def main():
             results = time_pair(torch_models, batch, in_chans, repeats, resnet)
             if ort_models:
                 results.update(time_pair(ort_models, batch, in_chans, repeats, resnet))
-            for label, (t, ratio) in results.items():
+            for label, (t, ratio, ratio_direct) in results.items():
                 rows.append(dict(pair=pair, batch=batch, model=label, ms=round(t, 3),
-                                 ratio=round(ratio, 3)))
-                print(f"{pair:5s} batch {batch:3d}  {label:28s} {t:9.2f} ms  {ratio:5.2f}x", flush=True)
+                                 ratio=round(ratio, 3), ratio_direct=round(ratio_direct, 3)))
+                print(f"{pair:5s} batch {batch:3d}  {label:28s} {t:9.2f} ms  {ratio:5.2f}x  "
+                      f"{ratio_direct:5.2f}x", flush=True)
     write_json(args, rows)
 
 

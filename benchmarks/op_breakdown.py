@@ -10,7 +10,8 @@ forward leaves them. Median per call over several forwards; what the calls do no
 Python between them (a few ms per forward) and the other PyTorch operators (none in the optimized
 models but a pooling and the classifier).
 
-Each call gets its FLOPs (convolutions: 2 x outputs x inputs per output) and bytes (every feature
+Each call gets its FLOPs (convolutions: 2 x outputs x inputs per output, for the Winograd kernel
+too: its rate is the direct convolution's equivalent) and bytes (every feature
 map it reads or writes, once, float32; weights not counted), and the rates are set against this
 machine's peaks measured here: :func:`peaks` (an fp32 matrix product for FLOP/s, a tensor copy for
 bytes/s).
@@ -44,7 +45,12 @@ class _Ops:
         self._real, self._timer = real, timer
 
     def __getattr__(self, name):
-        return self._timer(name, getattr(self._real, name))
+        op = getattr(self._real, name)
+        # the Winograd weight transform: part of an eager forward, computed once in a frozen trace
+        return op if name in UNTIMED else self._timer(name, op)
+
+
+UNTIMED = ("winograd_weight",)
 
 
 class Recorder:
@@ -84,8 +90,9 @@ class Recorder:
 def _describe(op: str, args: tuple, out, batch: int) -> Call:
     """The call's category, FLOPs and bytes (feature maps read and written, once each)."""
     step = op == "conv3x3_smoothing_step"  # (u, f, A, A_u, alpha, s1, t1, B, b2, isa): 1 or 2 convolutions
-    conv = op == "F.conv2d" or op.startswith(("conv3x3", "dw3x3s2", "pair1x1"))
-    weights = {2, 7} if step else {1} if conv else set()  # (x, weight, ...) for every other convolution
+    winograd = op == "winograd_conv3x3"  # (x, weight, U, ...): FLOPs counted as the direct convolution's
+    conv = winograd or op == "F.conv2d" or op.startswith(("conv3x3", "dw3x3s2", "pair1x1"))
+    weights = {2, 7} if step else {1, 2} if winograd else {1} if conv else set()  # (x, weight, ...) otherwise
     maps = [a for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.dim() == 4
             and i not in weights and a.stride() != (0, 0, 0, 0)]
     weight = args[7] if step else args[1] if conv else None
@@ -102,6 +109,8 @@ def _describe(op: str, args: tuple, out, batch: int) -> Call:
             category = "stem (oneDNN)"
         else:
             category = f"dense {k}, {x[1]}->{weight.shape[0]} ch, {x[2]}x{x[3]} (oneDNN)"
+    elif winograd:
+        category = f"dense 3x3, {x[1]}->{weight.shape[0]} ch, {x[2]}x{x[3]} (Winograd, C++)"
     elif step:
         category = f"smoothing steps (grouped 3x3), {x[1]} ch, {x[2]}x{x[3]} (C++)"
     elif op.startswith("conv3x3"):

@@ -29,3 +29,12 @@ def isa(request, monkeypatch):
     monkeypatch.setenv("MGIAD_KERNELS_ISA", request.param)
     monkeypatch.delenv("MGIAD_KERNELS", raising=False)
     return request.param
+
+
+@pytest.fixture
+def two_threads():
+    """Runs a test with two threads (kernels that split work between threads take other paths)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)

@@ -98,14 +98,6 @@ def test_epilogue_streams_large_outputs_exactly(isa, shape, kind):
     assert got.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.fixture
-def two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _step_reference(u, f, A, A_u, s1, t1, B, b2):
     """Eq. (5) with BatchNorm folded, in PyTorch operations."""
     shape, groups = (1, -1, 1, 1), f.shape[1] // B.shape[1]

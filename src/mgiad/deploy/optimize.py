@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..kernels import runtime
 from ..layers.fold import fuse_bn
+from ..layers.inference import use_inference_convs
 
 __all__ = ["optimize_for_inference", "InferenceModel", "EXECUTORS"]
 
@@ -90,9 +91,9 @@ def optimize_for_inference(model: nn.Module, *, input_size: int | tuple[int, int
         return model
     reference = copy.deepcopy(model).eval()
     device = next(reference.parameters()).device
-    folded = reference if getattr(reference, "bn_fused", False) else fuse_bn(reference)
+    folded = copy.deepcopy(reference) if getattr(reference, "bn_fused", False) else fuse_bn(reference)
     if device.type == "cpu":
-        folded = folded.to(memory_format=torch.channels_last)
+        folded = use_inference_convs(folded).to(memory_format=torch.channels_last)
     example = _example(model, input_size, device)
     runner, used = folded, "eager"
     if executor == "trace" or (executor == "auto" and device.type == "cpu"):

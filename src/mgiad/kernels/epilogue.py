@@ -3,8 +3,8 @@
     y = conv(x);   v = alpha * y + beta + add_scale * add;   v = relu(v) if relu;   v + residual
 
 ``alpha``, ``beta``, ``add_scale`` are per-channel vectors, ``add`` and ``residual`` maps of the
-output's shape; each is optional. The grouped 3x3 kernel applies the epilogue to its accumulators
-before storing them, the transfer kernels to each block of output rows right after computing it
+output's shape; each is optional. The grouped 3x3 kernel and the dense 3x3 one (:mod:`.winograd`)
+apply the epilogue to their accumulators before storing them, the transfer kernels to each block of output rows right after computing it
 (still in cache), so a smoothing step with BatchNorm folded (eq. 5) costs two passes over memory
 instead of seven. Where no kernel computes the convolution,
 PyTorch's does and the epilogue runs as one in-place pass (``epilogue_``), or as PyTorch operations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import grouped_conv, runtime
+from . import grouped_conv, runtime, winograd
 from .autograd import may_run, operators
 from .functional import kernels_for
 
@@ -96,6 +96,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         ops = kernels_for(x, weight, stride, padding, dilation, groups)  # None unless they may run
         if ops is not None:
             return ops.epilogue(_nhwc(x), weight.contiguous(), *args, runtime.isa())
+        if winograd.takes(x, weight, stride, padding, dilation, groups) and may_run():
+            return winograd.conv2d(_nhwc(x), weight, *args)
     if epilogue.get("alpha") is None:  # a bias the convolution can add itself
         bias, epilogue = epilogue.get("beta"), dict(epilogue, beta=None)
     else:

@@ -18,13 +18,19 @@ def _warn_once(message: str) -> None:
     build.warn_one_line(message)
 
 
+def flag(name: str) -> bool:
+    """An on/off environment variable, on unless set to 0, false, off or no (a value that is
+    neither warns once and counts as on)."""
+    value = os.environ.get(name, "1").strip().lower()
+    if value not in OFF + ON:
+        _warn_once(f"{name}={value!r} is neither on (1, true, on, yes) nor off (0, false, off, no); "
+                   "it stays on")
+    return value not in OFF
+
+
 def enabled() -> bool:
     """False when the environment variable MGIAD_KERNELS is 0, false, off or no."""
-    value = os.environ.get("MGIAD_KERNELS", "1").strip().lower()
-    if value not in OFF + ON:
-        _warn_once(f"MGIAD_KERNELS={value!r} is neither on (1, true, on, yes) nor off (0, false, "
-                   "off, no); the kernels stay on")
-    return value not in OFF
+    return flag("MGIAD_KERNELS")
 
 
 @functools.cache

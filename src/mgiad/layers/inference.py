@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from ..kernels import epilogue
 
-__all__ = ["conv2d", "conv_relu", "conv_plus", "residual", "smoothing_step"]
+__all__ = ["InferenceConv2d", "conv2d", "conv_relu", "conv_plus", "residual", "smoothing_step",
+           "use_inference_convs"]
 
 
 def _conv(conv: nn.Conv2d, x: Tensor, bias: Tensor | None = None, **ep) -> Tensor:
@@ -88,3 +89,24 @@ def _is_zero(u: Tensor) -> bool:
     if u.dim() != 4 or u.stride() != (0, 0, 0, 0) or u.numel() == 0:
         return False
     return torch.jit.is_tracing() or not bool(u.flatten()[0])
+
+
+class InferenceConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` whose forward is :func:`mgiad.kernels.epilogue.conv2d` (the bias as its
+    epilogue): the kernels' convolution where one takes the call (a dense 3x3 one by
+    :mod:`mgiad.kernels.winograd`), PyTorch's otherwise, and PyTorch's whenever a gradient is wanted."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            return super().forward(x)
+        return _conv(self, x, self.bias)
+
+
+def use_inference_convs(model: nn.Module) -> nn.Module:
+    """Makes every plain ``nn.Conv2d`` of ``model`` (in place: a BatchNorm-folded copy) an
+    :class:`InferenceConv2d`, the same module with the same parameters (shared modules stay
+    shared); convolutions with a forward of their own (the kernels' layers) are left as they are."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = InferenceConv2d
+    return model

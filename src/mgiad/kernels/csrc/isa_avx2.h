@@ -9,6 +9,7 @@ struct Avx2 {
   using Mask = __m256i;
   using Control = __m256i;
   static constexpr int width = 8;
+  static constexpr int gemm_accumulators = 12;  // Winograd's matrix products: registers for sums
   static constexpr int wgrad_channels = 1;  // input channels per weight-gradient pass: 9 accumulators
   static constexpr bool row_pairs = false;  // forward blocks of 1 row x 8 pixels: 8 accumulators
 
@@ -20,6 +21,8 @@ struct Avx2 {
   static inline V set1(float x) { return _mm256_set1_ps(x); }
   static inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static inline V max(V a, V b) { return _mm256_max_ps(a, b); }
   template <bool MASKED>
   static inline V load(const float* p, Mask m) {

@@ -9,6 +9,7 @@ struct Avx512 {
   using Mask = __mmask16;
   using Control = __m512i;
   static constexpr int width = 16;
+  static constexpr int gemm_accumulators = 24;  // Winograd's matrix products: registers for sums
   static constexpr int wgrad_channels = 2;  // input channels per weight-gradient pass: 18 accumulators
   static constexpr bool row_pairs = true;   // forward blocks of 2 rows x 8 pixels: 16 accumulators
 
@@ -17,6 +18,8 @@ struct Avx512 {
   static inline V set1(float x) { return _mm512_set1_ps(x); }
   static inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static inline V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static inline V max(V a, V b) { return _mm512_max_ps(a, b); }
   template <bool MASKED>
   static inline V load(const float* p, Mask m) {
