@@ -22,7 +22,9 @@ needs_kernels = pytest.mark.skipif(build.missing_tool() is not None or not runti
 CONVS = [(48, 48, 3, 1, 12, 9, 10), (20, 20, 3, 1, 5, 7, 8), (24, 24, 3, 1, 12, 5, 5),
          (40, 40, 3, 1, 5, 6, 3), (32, 32, 3, 1, 2, 4, 9), (16, 16, 3, 1, 1, 6, 7),
          (24, 48, 3, 2, 24, 9, 10), (40, 40, 3, 2, 40, 8, 5), (24, 12, 1, 1, 12, 5, 6),
-         (12, 24, 1, 1, 12, 5, 6), (6, 6, 3, 1, 3, 1, 1)]
+         (12, 24, 1, 1, 12, 5, 6), (6, 6, 3, 1, 3, 1, 1),
+         # maps large enough for the kernels to split them between threads (small ones run on one)
+         (48, 48, 3, 1, 12, 40, 36), (24, 48, 3, 2, 24, 64, 60), (24, 12, 1, 1, 12, 64, 64)]
 EPILOGUES = ["none", "bias_relu_residual", "affine_add_relu", "add_residual", "alpha_only"]
 
 
@@ -112,8 +114,9 @@ def _step_reference(u, f, A, A_u, s1, t1, B, b2):
 
 @needs_kernels
 @pytest.mark.parametrize("mode", ["A", "A_u", "u=0"])
-@pytest.mark.parametrize("shape", [(1, 48, 7, 9), (3, 48, 7, 9), (5, 20, 6, 5), (4, 64, 130, 128)],
-                         ids=["by-rows", "by-images", "channel-tail", "streamed"])
+@pytest.mark.parametrize("shape", [(1, 48, 37, 41), (1, 48, 7, 9), (3, 48, 7, 9), (5, 20, 6, 5),
+                                   (4, 64, 130, 128)],
+                         ids=["by-rows", "one-small-image", "by-images", "channel-tail", "streamed"])
 def test_fused_smoothing_step_matches_pytorch(isa, two_threads, mode, shape):
     """One call for a folded smoothing step: z stays in each thread's cache (an image per thread),
     or with fewer images than threads two passes over rows; outputs past 16 MiB are streamed."""

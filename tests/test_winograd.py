@@ -132,14 +132,16 @@ def test_operator_arguments_are_checked():
     assert empty.shape == (0, 16, 6, 6)
 
 
-def test_inference_convs_replace_plain_convolutions_only():
+def test_inference_convs_replace_convolutions_that_would_run_on_pytorch():
     shared = nn.Conv2d(16, 16, 3, padding=1)
+    on_kernels = GroupedConv3x3(16, 16, 3, padding=1, groups=4, bias=False)
+    on_kernels.use_kernels = True
     model = nn.Sequential(shared, nn.ReLU(), shared, inference.InferenceConv2d(16, 16, 1),
-                          GroupedConv3x3(16, 16, 3, padding=1, groups=4, bias=False))
-    kinds = [type(m) for m in model]
+                          GroupedConv3x3(16, 16, 3, padding=1, groups=4, bias=False), on_kernels)
     inference.use_inference_convs(model)
     assert type(model[0]) is inference.InferenceConv2d and model[0] is model[2]
-    assert type(model[4]) is kinds[4]
+    assert type(model[4]) is inference.InferenceConv2d  # kernels off: it would run F.conv2d
+    assert type(model[5]) is GroupedConv3x3
     x = torch.randn(2, 16, 5, 5, requires_grad=True)
     model(x).sum().backward()  # a gradient wanted: PyTorch's operators
     assert x.grad is not None and shared.weight.grad is not None

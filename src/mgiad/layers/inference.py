@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels import epilogue
+from .conv import KernelConv2d
 
 __all__ = ["InferenceConv2d", "conv2d", "conv_relu", "conv_plus", "residual", "smoothing_step",
            "use_inference_convs"]
@@ -103,10 +104,11 @@ class InferenceConv2d(nn.Conv2d):
 
 
 def use_inference_convs(model: nn.Module) -> nn.Module:
-    """Makes every plain ``nn.Conv2d`` of ``model`` (in place: a BatchNorm-folded copy) an
-    :class:`InferenceConv2d`, the same module with the same parameters (shared modules stay
-    shared); convolutions with a forward of their own (the kernels' layers) are left as they are."""
+    """Makes every convolution of ``model`` (in place: a BatchNorm-folded copy) that would run on
+    PyTorch an :class:`InferenceConv2d`, the same module with the same parameters (shared modules
+    stay shared): plain ``nn.Conv2d`` and the kernels' layers with the kernels off (``impl=
+    "reference"``, the baselines' default). Layers on the kernels keep their own dispatch."""
     for module in model.modules():
-        if type(module) is nn.Conv2d:
+        if type(module) is nn.Conv2d or (isinstance(module, KernelConv2d) and not module.use_kernels):
             module.__class__ = InferenceConv2d
     return model

@@ -3,10 +3,9 @@
 // transfer_ops.cpp and epilogue_ops.cpp.
 #pragma once
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/zeros.h>
 
 #include <optional>
+#include <vector>
 
 #include "epilogue.h"
 
@@ -28,13 +27,14 @@ class EpilogueArgs {
                const std::optional<at::Tensor>& add, const std::optional<at::Tensor>& add_scale, bool relu,
                const std::optional<at::Tensor>& residual)
       : C_(out.size(1)),
-        active_(alpha.has_value() || beta.has_value() || add.has_value() || relu || residual.has_value()),
-        ones_(at::ones({C_}, out.options().memory_format(at::MemoryFormat::Contiguous))),
-        zeros_(at::zeros({C_}, out.options().memory_format(at::MemoryFormat::Contiguous))) {
+        active_(alpha.has_value() || beta.has_value() || add.has_value() || relu || residual.has_value()) {
     TORCH_CHECK(!add_scale.has_value() || add.has_value(), "mgiad_kernels: add_scale without add");
-    e_.alpha = alpha.has_value() ? channels(*alpha, 0, "alpha") : ones_.data_ptr<float>();
-    e_.beta = beta.has_value() ? channels(*beta, 1, "beta") : zeros_.data_ptr<float>();
-    e_.add_scale = add_scale.has_value() ? channels(*add_scale, 2, "add_scale") : ones_.data_ptr<float>();
+    // the defaults as plain buffers: an ATen op per call would cost more than a small kernel's work
+    if (!alpha.has_value() || !add_scale.has_value()) ones_.assign(C_, 1.f);
+    if (!beta.has_value()) zeros_.assign(C_, 0.f);
+    e_.alpha = alpha.has_value() ? channels(*alpha, 0, "alpha") : ones_.data();
+    e_.beta = beta.has_value() ? channels(*beta, 1, "beta") : zeros_.data();
+    e_.add_scale = add_scale.has_value() ? channels(*add_scale, 2, "add_scale") : ones_.data();
     e_.add = map(out, add, 3, "add");
     e_.residual = map(out, residual, 4, "residual");
     e_.relu = relu;
@@ -53,6 +53,7 @@ class EpilogueArgs {
   const float* channels(const at::Tensor& t, int slot, const char* name) {
     TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu() && t.numel() == C_,
                 "mgiad_kernels: ", name, " must be a float32 CPU tensor of ", C_, " channels");
+    if (t.is_contiguous()) return t.data_ptr<float>();  // the caller holds it for the call
     keep_[slot] = t.contiguous();
     return keep_[slot].data_ptr<float>();
   }
@@ -71,7 +72,8 @@ class EpilogueArgs {
 
   int64_t C_;
   bool active_;
-  at::Tensor ones_, zeros_, keep_[5];
+  std::vector<float> ones_, zeros_;
+  at::Tensor keep_[5];
   Epilogue e_;
 };
 

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "epilogue_args.h"
+#include "threading.h"
 #include "transfers.h"
 
 namespace mgiad_kernels {
@@ -39,7 +40,7 @@ void run(const at::Tensor& y, at::Tensor& out, const std::optional<at::Tensor>& 
   const float* src = y.data_ptr<float>();
   float* dst = out.data_ptr<float>();
   const int64_t pixels = y.size(0) * y.size(2) * y.size(3), C = y.size(1);
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
+  const int64_t grain = grain_for(pixels, 12 * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C)));
   // into another tensor: a large output bypasses the caches
   const StreamFn stream = dst == src ? nullptr : stream_kernel(out);
   at::parallel_for(0, pixels, grain, [&](int64_t b, int64_t e) {

@@ -13,6 +13,7 @@
 
 #include "epilogue_args.h"
 #include "kernels.h"
+#include "threading.h"
 
 namespace mgiad_kernels {
 namespace {
@@ -59,12 +60,12 @@ void check_weight(const at::Tensor& w, int64_t channels) {
 
 // [C, GS, 3, 3] -> [blocks][kh][kw][j][vw]; `transposed` packs the weight of the input gradient:
 // w'[g*GS + i, j, kh, kw] = w[g*GS + j, i, 2 - kh, 2 - kw].
-at::Tensor pack_weight(const at::Tensor& weight, int64_t vw, bool transposed) {
+std::vector<float> pack_weight(const at::Tensor& weight, int64_t vw, bool transposed) {
   const at::Tensor w = weight.contiguous();
   const int64_t C = w.size(0), GS = w.size(1), blocks = (C + vw - 1) / vw;
-  at::Tensor packed = at::zeros({blocks * 9 * GS * vw}, w.options());
+  std::vector<float> packed(blocks * 9 * GS * vw, 0.f);  // not an ATen op: see pack_taps
   const float* src = w.data_ptr<float>();
-  float* dst = packed.data_ptr<float>();
+  float* dst = packed.data();
   for (int64_t c = 0; c < C; ++c)
     for (int64_t j = 0; j < GS; ++j)
       for (int64_t t = 0; t < 9; ++t) {
@@ -84,15 +85,16 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t isa, bool
   ConvShape s = check_input(x, weight.size(1), "input");
   check_weight(weight, s.C);
   const IsaKernels k = kernels_for(isa);
-  const at::Tensor packed = pack_weight(weight, k.vector_width, transposed);
+  const std::vector<float> packed = pack_weight(weight, k.vector_width, transposed);
   at::Tensor out = at::empty({s.N, s.C, s.H, s.W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const float* in_ptr = x.data_ptr<float>();
-  const float* w_ptr = packed.data_ptr<float>();
+  const float* w_ptr = packed.data();
   float* out_ptr = out.data_ptr<float>();
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
   if (ep.active()) s.epilogue = &ep.epilogue(), s.out_base = out_ptr;  // applied in registers
   s.stream_out = streams(out, k.vector_width);
-  at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
+  const int64_t rows = s.N * s.H;
+  at::parallel_for(0, rows, grain_for(rows, s.W * s.C * s.group_size * 18), [&](int64_t begin, int64_t end) {
     k.conv_rows(s, in_ptr, w_ptr, out_ptr, begin, end);
   });
   return out;
@@ -143,8 +145,8 @@ at::Tensor smoothing_step_by_rows(const StepArgs& a, const ConvShape& s, int64_t
     const EpilogueArgs to_z = a.to_z(z);
     const float* y = a.y().data_ptr<float>();
     float* z_ptr = z.data_ptr<float>();
-    const int64_t grain = std::max<int64_t>(1, 16384 / s.C);
-    at::parallel_for(0, s.N * s.H * s.W, grain, [&](int64_t b, int64_t e) { to_z.apply(y, z_ptr, b, e); });
+    const int64_t pixels = s.N * s.H * s.W, grain = grain_for(pixels, s.C * 12, std::max<int64_t>(1, 16384 / s.C));
+    at::parallel_for(0, pixels, grain, [&](int64_t b, int64_t e) { to_z.apply(y, z_ptr, b, e); });
   }
   return conv(z, a.B, isa, false, std::nullopt, a.b2, std::nullopt, std::nullopt, true, a.u);
 }
@@ -156,13 +158,13 @@ at::Tensor smoothing_step_by_images(const StepArgs& a, const ConvShape& s, int64
   const IsaKernels k = kernels_for(isa);
   at::Tensor out = at::empty({s.N, s.C, s.H, s.W}, a.f.options().memory_format(at::MemoryFormat::ChannelsLast));
   const EpilogueArgs to_z = a.to_z(out), to_out(out, std::nullopt, a.b2, std::nullopt, std::nullopt, true, a.u);
-  const at::Tensor packed_A = a.A.has_value() ? pack_weight(*a.A, k.vector_width, false) : at::Tensor();
-  const at::Tensor packed_B = pack_weight(a.B, k.vector_width, false);
+  const std::vector<float> packed_A = a.A.has_value() ? pack_weight(*a.A, k.vector_width, false) : std::vector<float>();
+  const std::vector<float> packed_B = pack_weight(a.B, k.vector_width, false);
   const float* y = a.y().data_ptr<float>();
   float* out_ptr = out.data_ptr<float>();
   const bool stream = streams(out, k.vector_width);
   const int64_t image = s.H * s.W * s.C;
-  at::parallel_for(0, s.N, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N, grain_for(s.N, image * s.group_size * 36), [&](int64_t begin, int64_t end) {
     std::vector<float> z(image);
     for (int64_t n = begin; n < end; ++n) {  // the maps the epilogues read, from image n on
       Epilogue ez = to_z.epilogue(), eo = to_out.epilogue();
@@ -176,11 +178,11 @@ at::Tensor smoothing_step_by_images(const StepArgs& a, const ConvShape& s, int64
       for (int64_t y0 = 0; y0 < s.H; y0 += kBand) {
         const int64_t y1 = std::min(s.H, y0 + kBand), z_end = std::min(s.H, y1 + 1);  // B's rows read z's to y1
         if (a.A.has_value())
-          k.conv_rows(sz, y + n * image, packed_A.data_ptr<float>(), z.data(), z_rows, z_end);
+          k.conv_rows(sz, y + n * image, packed_A.data(), z.data(), z_rows, z_end);
         else
           apply_epilogue(ez, y + n * image, z.data(), s.C, z_rows * s.W, z_end * s.W);
         z_rows = z_end;
-        k.conv_rows(so, z.data(), packed_B.data_ptr<float>(), out_ptr + n * image, y0, y1);
+        k.conv_rows(so, z.data(), packed_B.data(), out_ptr + n * image, y0, y1);
       }
     }
   });
@@ -206,7 +208,9 @@ at::Tensor conv3x3_smoothing_step(const std::optional<at::Tensor>& u, const at::
     TORCH_CHECK(A->size(1) == B.size(1), "mgiad_kernels: A and B must have the same group size");
   }
   const StepArgs a{u, f, A, A_u, alpha, s1, t1, B, b2};
-  return s.N < at::get_num_threads() ? smoothing_step_by_rows(a, s, isa) : smoothing_step_by_images(a, s, isa);
+  // by images where every thread gets one, or where the step is small enough for one thread
+  const bool by_images = s.N >= at::get_num_threads() || runs_serially(s.N, s.H * s.W * s.C * s.group_size * 36);
+  return by_images ? smoothing_step_by_images(a, s, isa) : smoothing_step_by_rows(a, s, isa);
 }
 
 // Gradient of the input: the forward convolution with weights transposed per group and flipped.

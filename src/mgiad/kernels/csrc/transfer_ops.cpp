@@ -14,6 +14,7 @@
 
 #include "epilogue_args.h"
 #include "transfers.h"
+#include "threading.h"
 
 namespace mgiad_kernels {
 namespace {
@@ -57,13 +58,17 @@ at::Tensor empty_nhwc(const at::Tensor& like, int64_t N, int64_t C, int64_t H, i
 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-// weight viewed as [L, taps] -> [taps][w_stride], zero padded.
-at::Tensor pack_taps(const at::Tensor& weight, int64_t taps, int64_t w_stride) {
+// weight viewed as [L, taps] -> [taps][w_stride], zero padded (a plain buffer: ATen ops here would
+// cost more than a small map's convolution).
+std::vector<float> pack_taps(const at::Tensor& weight, int64_t taps, int64_t w_stride) {
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.device().is_cpu(),
               "mgiad_kernels: weight must be float32 CPU");
-  const at::Tensor w = weight.reshape({-1, taps});
-  at::Tensor packed = at::zeros({taps, w_stride}, weight.options());
-  packed.narrow(1, 0, w.size(0)).copy_(w.t());
+  const at::Tensor w = weight.contiguous();
+  const int64_t L = w.numel() / taps;
+  const float* src = w.data_ptr<float>();
+  std::vector<float> packed(taps * w_stride, 0.f);
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t t = 0; t < taps; ++t) packed[t * w_stride + l] = src[l * taps + t];
   return packed;
 }
 
@@ -102,18 +107,18 @@ at::Tensor dw3x3s2_epilogue(const at::Tensor& x, const at::Tensor& weight, const
   check_dw_weight(weight);
   const TransferKernels k = transfer_kernels(isa);
   DwShape s = dw_shape(x.sizes(), weight.size(0), k.width);
-  const at::Tensor packed = pack_taps(weight, 9, s.w_stride);
+  const std::vector<float> packed = pack_taps(weight, 9, s.w_stride);
   at::Tensor out = empty_nhwc(x, s.N, s.multiplier * s.C, s.Ho, s.Wo);
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
   const bool stream = streams(out, k.width);
   s.stream_out = !ep.active() && stream;
-  const float *in = x.data_ptr<float>(), *w = packed.data_ptr<float>();
+  const float *in = x.data_ptr<float>(), *w = packed.data();
   float* o = out.data_ptr<float>();
   if (ep.active() && stream) {  // each image into a buffer, then the epilogue streams it out
     DwShape image = s;
     image.N = 1;
     const int64_t pixels = s.Ho * s.Wo, Cout = out.size(1);
-    at::parallel_for(0, s.N, 1, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, s.N, grain_for(s.N, pixels * Cout * 18), [&](int64_t b, int64_t e) {
       std::vector<float> buffer(pixels * Cout);
       for (int64_t n = b; n < e; ++n) {
         k.dw_forward(image, in + n * s.H * s.W * s.C, w, buffer.data(), 0, s.Ho);
@@ -122,7 +127,8 @@ at::Tensor dw3x3s2_epilogue(const at::Tensor& x, const at::Tensor& weight, const
     });
     return out;
   }
-  at::parallel_for(0, s.N * s.Ho, 1, [&](int64_t b, int64_t e) {
+  const int64_t out_channels = s.multiplier * s.C;
+  at::parallel_for(0, s.N * s.Ho, grain_for(s.N * s.Ho, s.Wo * out_channels * 18), [&](int64_t b, int64_t e) {
     if (!ep.active()) return k.dw_forward(s, in, w, o, b, e);
     for (int64_t r = b; r < e; ++r) {  // the epilogue while the row is in cache
       k.dw_forward(s, in, w, o, r, r + 1);
@@ -146,10 +152,10 @@ at::Tensor dw3x3s2_grad_input(const at::Tensor& grad_out, const at::Tensor& weig
   DwShape s = dw_shape(input_size, weight.size(0), k.width);
   TORCH_CHECK(grad_out.size(0) == s.N && grad_out.size(1) == s.multiplier * s.C && grad_out.size(2) == s.Ho &&
                   grad_out.size(3) == s.Wo, "mgiad_kernels: grad_out does not match input_size");
-  const at::Tensor packed = pack_taps(weight, 9, s.w_stride);
+  const std::vector<float> packed = pack_taps(weight, 9, s.w_stride);
   at::Tensor grad_in = empty_nhwc(grad_out, s.N, s.C, s.H, s.W);
   s.stream_out = streams(grad_in, k.width);
-  const float *g = grad_out.data_ptr<float>(), *w = packed.data_ptr<float>();
+  const float *g = grad_out.data_ptr<float>(), *w = packed.data();
   float* gx = grad_in.data_ptr<float>();
   at::parallel_for(0, s.N * s.H, 1, [&](int64_t b, int64_t e) { k.dw_grad_input(s, g, w, gx, b, e); });
   return grad_in;
@@ -191,15 +197,16 @@ at::Tensor pair_map(const at::Tensor& x, const at::Tensor& weight, int64_t C, bo
                     const std::optional<at::Tensor>& add_scale = std::nullopt, bool relu = false,
                     const std::optional<at::Tensor>& residual = std::nullopt) {
   const TransferKernels k = transfer_kernels(isa);
-  const at::Tensor packed = pack_taps(weight, 1, round_up(2 * C, 2 * k.width));
+  const std::vector<float> packed = pack_taps(weight, 1, round_up(2 * C, 2 * k.width));
   at::Tensor out = empty_nhwc(x, x.size(0), expand ? 2 * C : C, x.size(2), x.size(3));
-  const float *in = x.data_ptr<float>(), *w = packed.data_ptr<float>();
+  const float *in = x.data_ptr<float>(), *w = packed.data();
   float* o = out.data_ptr<float>();
   const MapFn fn = expand ? k.expand : k.reduce;
   const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
   const bool stream = streams(out, k.width);
   const int64_t block = pixel_grain(C), in_step = expand ? C : 2 * C, out_step = out.size(1);
-  at::parallel_for(0, x.size(0) * x.size(2) * x.size(3), block, [&](int64_t b, int64_t e) {
+  const int64_t pixels = x.size(0) * x.size(2) * x.size(3);
+  at::parallel_for(0, pixels, grain_for(pixels, 12 * C, block), [&](int64_t b, int64_t e) {
     if (!ep.active()) return fn(C, in, w, o, b, e, stream);
     std::vector<float> buffer(stream ? block * out_step : 0);
     for (int64_t p = b; p < e; p += block) {

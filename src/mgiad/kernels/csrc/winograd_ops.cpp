@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "epilogue_args.h"
+#include "threading.h"
 #include "winograd.h"
 
 namespace mgiad_kernels {
@@ -106,7 +107,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, const
     at::Tensor out = at::conv2d(x, weight, {}, 1, 1).contiguous(at::MemoryFormat::ChannelsLast);
     const EpilogueArgs ep(out, alpha, beta, add, add_scale, relu, residual);
     float* y = out.data_ptr<float>();
-    const int64_t grain = std::max<int64_t>(1, 16384 / s.K);
+    const int64_t grain = grain_for(s.N * s.H * s.W, 12 * s.K, std::max<int64_t>(1, 16384 / s.K));
     if (ep.active())
       at::parallel_for(0, s.N * s.H * s.W, grain, [&](int64_t b, int64_t e) { ep.apply(y, b, e); });
     return out;
@@ -119,7 +120,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, const
   const float* in_ptr = x.data_ptr<float>();
   const float* u_ptr = U.data_ptr<float>();
   float* out_ptr = out.data_ptr<float>();
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, blocks, grain_for(blocks, s.block * 36 * s.C * s.K * 2), [&](int64_t b0, int64_t b1) {
     const size_t bytes = (size_t(winograd_scratch(s)) * sizeof(float) + 63) / 64 * 64;
     std::unique_ptr<float, decltype(&std::free)> scratch(static_cast<float*>(std::aligned_alloc(64, bytes)), &std::free);
     TORCH_CHECK(scratch, "mgiad_kernels: winograd_conv3x3 could not allocate ", bytes, " bytes of scratch");
