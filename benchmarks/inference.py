@@ -5,9 +5,10 @@ Pairs: MGiaD(lambda=3, g_s=4, c_K=64) against ResNet18 on 3x32x32, and table 2's
 
 * ``optimized``: ``mgiad.optimize_for_inference`` (BatchNorm folded, epilogues on the C++ kernels,
   dense 3x3 convolutions by Winograd's F(4x4, 3x3), the traced executor);
-* ``optimized direct``: the same with ``MGIAD_WINOGRAD=0`` (dense 3x3 convolutions on oneDNN);
-* ``folded NCHW`` / ``folded NHWC``: ``fuse_bn`` run in Python (the state before the kernels'
-  epilogues and the executor), in both memory formats;
+* ``optimized, no Winograd``: the same with ``MGIAD_WINOGRAD=0`` (dense 3x3 convolutions on oneDNN);
+* ``PyTorch NCHW`` / ``PyTorch NHWC``: what a PyTorch user deploys without mgiad's kernels: the
+  BatchNorm-folded model (``fuse_bn``) traced and frozen (``torch.jit.freeze``), PyTorch's operators
+  only, in either memory format;
 * ``onnxruntime`` (``--onnx``): the model exported by ``mgiad.deploy.export_model`` and run by
   onnxruntime with the same number of threads.
 
@@ -15,8 +16,7 @@ One process, the PyTorch variants of a pair interleaved per repeat, then the onn
 (their thread pools must not compete), every other repeat in reverse order; times are medians,
 ratios the median over repeats of a model's time against the same repeat's time of the ResNet's
 fastest variant (PyTorch rows) or of the ResNet in onnxruntime (onnxruntime rows); a second ratio
-is against the ResNet's fastest variant with its dense convolutions on oneDNN (``direct``: every
-variant but ``optimized``), the ResNet as PyTorch runs it. Models get non-trivial BatchNorm statistics (as a trained model has).
+is against the ResNet's faster ``PyTorch`` variant: the ResNet as PyTorch runs it. Models get non-trivial BatchNorm statistics (as a trained model has).
 
     python benchmarks/inference.py [--batches 1,8,64] [--repeats 15] [--threads 2] [--onnx]
                                    [--only big|small] [--json FILE]
@@ -46,7 +46,7 @@ from mgiad.utils.malloc import tune_malloc
 
 import op_breakdown
 
-DIRECT = "optimized direct"
+NO_WINOGRAD, PYTORCH = "optimized, no Winograd", "PyTorch"
 
 PAIRS = {
     "big": (("resnet18", {}), ("mgiad", dict(width_mult=3, coarse_channels=64, group_size=4)), 3),
@@ -72,12 +72,18 @@ def variants(name, kwargs, in_chans, onnx, threads):
     previous = os.environ.get("MGIAD_WINOGRAD")
     os.environ["MGIAD_WINOGRAD"] = "0"  # read while tracing: the dense 3x3 convolutions stay oneDNN's
     try:
-        out[DIRECT] = (mgiad.optimize_for_inference(model), False)
+        out[NO_WINOGRAD] = (mgiad.optimize_for_inference(model), False)
     finally:
         os.environ.pop("MGIAD_WINOGRAD") if previous is None else os.environ.update(MGIAD_WINOGRAD=previous)
-    folded = fuse_bn(model)
-    out["folded NCHW"] = (folded, False)
-    out["folded NHWC"] = (fuse_bn(model).to(memory_format=torch.channels_last), True)
+    for layout, channels_last in (("NCHW", False), ("NHWC", True)):
+        folded = fuse_bn(model)
+        example = torch.randn(2, in_chans, 32, 32)
+        if channels_last:
+            folded, example = folded.to(memory_format=torch.channels_last), example.contiguous(
+                memory_format=torch.channels_last)
+        with torch.inference_mode():  # outside mgiad's trace_kernels: PyTorch's operators only
+            frozen = torch.jit.freeze(torch.jit.trace(folded, example, check_trace=False).eval())
+        out[f"{PYTORCH} {layout}"] = (frozen, channels_last)
     if onnx:
         out["onnxruntime"] = (onnx_session(model, threads), False)
     return out
@@ -98,7 +104,7 @@ def onnx_session(model, threads):
 
 
 def time_pair(models, batch, in_chans, repeats, base_prefix):
-    """{label: (median ms, ratio, ratio to the direct ResNet)}: the models interleaved in each of
+    """{label: (median ms, ratio, ratio to the ResNet in PyTorch)}: the models interleaved in each of
     ``repeats`` rounds, every other round in reverse order (a model measured 2-4% slower right after a ResNet than after another
     MGiaD); a model's ratio is the median over rounds of its time against the same round's time of
     the ``base_prefix`` model with the lowest median (this machine's speed drifts by up to 30%
@@ -129,9 +135,9 @@ def time_pair(models, batch, in_chans, repeats, base_prefix):
 
     resnets = [k for k in times if k.startswith(base_prefix)]
     base = fastest(resnets)
-    # the ResNet as PyTorch runs it: its dense 3x3 convolutions on oneDNN, not on our Winograd kernel
-    direct = fastest(k for k in resnets if not k.endswith(" optimized"))
-    return {label: (statistics.median(t) * 1e3, ratio(t, base), ratio(t, direct))
+    # the ResNet as PyTorch runs it (onnxruntime rows: the ResNet in onnxruntime)
+    in_pytorch = fastest(k for k in resnets if PYTORCH in k or k.endswith("onnxruntime"))
+    return {label: (statistics.median(t) * 1e3, ratio(t, base), ratio(t, in_pytorch))
             for label, t in times.items()}
 
 
@@ -167,11 +173,11 @@ def main():
             results = time_pair(torch_models, batch, in_chans, repeats, resnet)
             if ort_models:
                 results.update(time_pair(ort_models, batch, in_chans, repeats, resnet))
-            for label, (t, ratio, ratio_direct) in results.items():
+            for label, (t, ratio, ratio_pytorch) in results.items():
                 rows.append(dict(pair=pair, batch=batch, model=label, ms=round(t, 3),
-                                 ratio=round(ratio, 3), ratio_direct=round(ratio_direct, 3)))
+                                 ratio=round(ratio, 3), ratio_pytorch=round(ratio_pytorch, 3)))
                 print(f"{pair:5s} batch {batch:3d}  {label:28s} {t:9.2f} ms  {ratio:5.2f}x  "
-                      f"{ratio_direct:5.2f}x", flush=True)
+                      f"{ratio_pytorch:5.2f}x", flush=True)
     write_json(args, rows)
 
 
