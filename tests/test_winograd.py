@@ -10,7 +10,8 @@ from torch import nn
 import mgiad
 from mgiad.deploy.optimize import optimize_for_inference
 from mgiad.kernels import build, epilogue, runtime, winograd
-from mgiad.layers import GroupedConv3x3, inference
+from mgiad.layers import GroupedConv3x3
+from mgiad.layers.conv import InferenceConv2d, use_inference_convs
 
 needs_kernels = pytest.mark.skipif(build.missing_tool() is not None or not runtime.available(),
                                    reason="the C++ kernels cannot run here")
@@ -136,11 +137,11 @@ def test_inference_convs_replace_convolutions_that_would_run_on_pytorch():
     shared = nn.Conv2d(16, 16, 3, padding=1)
     on_kernels = GroupedConv3x3(16, 16, 3, padding=1, groups=4, bias=False)
     on_kernels.use_kernels = True
-    model = nn.Sequential(shared, nn.ReLU(), shared, inference.InferenceConv2d(16, 16, 1),
+    model = nn.Sequential(shared, nn.ReLU(), shared, InferenceConv2d(16, 16, 1),
                           GroupedConv3x3(16, 16, 3, padding=1, groups=4, bias=False), on_kernels)
-    inference.use_inference_convs(model)
-    assert type(model[0]) is inference.InferenceConv2d and model[0] is model[2]
-    assert type(model[4]) is inference.InferenceConv2d  # kernels off: it would run F.conv2d
+    use_inference_convs(model)
+    assert type(model[0]) is InferenceConv2d and model[0] is model[2]
+    assert type(model[4]) is InferenceConv2d  # kernels off: it would run F.conv2d
     assert type(model[5]) is GroupedConv3x3
     x = torch.randn(2, 16, 5, 5, requires_grad=True)
     model(x).sum().backward()  # a gradient wanted: PyTorch's operators

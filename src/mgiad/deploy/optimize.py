@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..kernels import runtime
 from ..layers.fold import fuse_bn
-from ..layers.inference import use_inference_convs
+from ..layers.conv import use_inference_convs
 
 __all__ = ["optimize_for_inference", "InferenceModel", "EXECUTORS"]
 

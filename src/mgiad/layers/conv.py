@@ -6,9 +6,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .. import kernels
-from . import dispatch
+from . import dispatch, inference
 
-__all__ = ["conv", "is_transfer", "KernelConv2d", "GroupedConv3x3", "TransferConv"]
+__all__ = ["conv", "is_transfer", "KernelConv2d", "GroupedConv3x3", "TransferConv",
+           "InferenceConv2d", "use_inference_convs"]
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
@@ -67,3 +68,25 @@ class TransferConv(KernelConv2d):
 
     def kernel_forward(self, x: Tensor) -> Tensor:
         return kernels.transfer_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+
+
+class InferenceConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` whose forward is :func:`mgiad.kernels.epilogue.conv2d` (the bias as its
+    epilogue): the kernels' convolution where one takes the call (a dense 3x3 one by
+    :mod:`mgiad.kernels.winograd`), PyTorch's otherwise, and PyTorch's whenever a gradient is wanted."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            return super().forward(x)
+        return inference.conv2d(self, x)
+
+
+def use_inference_convs(model: nn.Module) -> nn.Module:
+    """Makes every convolution of ``model`` (in place: a BatchNorm-folded copy) that would run on
+    PyTorch an :class:`InferenceConv2d`, the same module with the same parameters (shared modules
+    stay shared): plain ``nn.Conv2d`` and the kernels' layers with the kernels off (``impl=
+    "reference"``, the baselines' default). Layers on the kernels keep their own dispatch."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d or (isinstance(module, KernelConv2d) and not module.use_kernels):
+            module.__class__ = InferenceConv2d
+    return model

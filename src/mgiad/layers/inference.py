@@ -16,10 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels import epilogue
-from .conv import KernelConv2d
 
-__all__ = ["InferenceConv2d", "conv2d", "conv_relu", "conv_plus", "residual", "smoothing_step",
-           "use_inference_convs"]
+__all__ = ["conv2d", "conv_relu", "conv_plus", "residual", "smoothing_step"]
 
 
 def _conv(conv: nn.Conv2d, x: Tensor, bias: Tensor | None = None, **ep) -> Tensor:
@@ -90,25 +88,3 @@ def _is_zero(u: Tensor) -> bool:
     if u.dim() != 4 or u.stride() != (0, 0, 0, 0) or u.numel() == 0:
         return False
     return torch.jit.is_tracing() or not bool(u.flatten()[0])
-
-
-class InferenceConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` whose forward is :func:`mgiad.kernels.epilogue.conv2d` (the bias as its
-    epilogue): the kernels' convolution where one takes the call (a dense 3x3 one by
-    :mod:`mgiad.kernels.winograd`), PyTorch's otherwise, and PyTorch's whenever a gradient is wanted."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.padding_mode != "zeros":
-            return super().forward(x)
-        return _conv(self, x, self.bias)
-
-
-def use_inference_convs(model: nn.Module) -> nn.Module:
-    """Makes every convolution of ``model`` (in place: a BatchNorm-folded copy) that would run on
-    PyTorch an :class:`InferenceConv2d`, the same module with the same parameters (shared modules
-    stay shared): plain ``nn.Conv2d`` and the kernels' layers with the kernels off (``impl=
-    "reference"``, the baselines' default). Layers on the kernels keep their own dispatch."""
-    for module in model.modules():
-        if type(module) is nn.Conv2d or (isinstance(module, KernelConv2d) and not module.use_kernels):
-            module.__class__ = InferenceConv2d
-    return model
