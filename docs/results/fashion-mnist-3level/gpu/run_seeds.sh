@@ -17,7 +17,8 @@ DEVICE=${DEVICE:-cuda}
 SHARDS=${SHARDS:-"5 6 9 10 11 12 13 14"}  # 3-level: 0-4 seed 0, done; 7, 8: seed 1 of g_s=4, 8 on the CPU
 RESULTS=${RESULTS:-docs/results/fashion-mnist-3level}
 LEVELS=${LEVELS:-3} SEEDS=${SEEDS:-3} TOTAL=${TOTAL:-15}
-touch /tmp/run-seeds-start
+WORK=$(mktemp -d)  # scratch: start marker, shard logs, the archive
+touch $WORK/start
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MGIAD_KERNELS=0
 [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'python', __import__('sys').version.split()[0])"
@@ -26,7 +27,7 @@ DATA=../shared/data
 if [ ! -e $DATA ]; then mkdir -p ../shared && ln -s "$PWD/.gpu-data" $DATA || DATA=.gpu-data; fi
 # MPS lets the processes' small kernels run side by side instead of time-slicing the GPU
 if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
-  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  export CUDA_MPS_PIPE_DIRECTORY=$WORK/mps-pipe CUDA_MPS_LOG_DIRECTORY=$WORK/mps-log
   mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
   if nvidia-cuda-mps-control -d && timeout 60 python3 -c "import torch; torch.ones(1, device='cuda').sum().item()"
   then echo "MPS: on"
@@ -41,12 +42,12 @@ if [ $check != 0 ]; then  # fast path failed here (rc $check): train through the
 f.batch_norm_relu = lambda *a: None
 from mgiad.cli import main; sys.exit(main(sys.argv[1:]))")
 fi
-mkdir -p /tmp/shard-logs
+mkdir -p $WORK/shard-logs
 pids=()
 for i in $SHARDS; do
   "${RUN[@]}" reproduce --table 2 --levels $LEVELS --dataset fashion-mnist --data-dir $DATA --epochs 30 \
     --seeds $SEEDS --runs $RESULTS/runs --device $DEVICE --no-amp --channels-last --no-progress \
-    --shard $i/$TOTAL > /tmp/shard-logs/shard-$i.log 2>&1 &
+    --shard $i/$TOTAL > $WORK/shard-logs/shard-$i.log 2>&1 &
   pids+=($!)
 done
 echo "$(( SECONDS - start )) s: ${#pids[@]} runs started"
@@ -57,16 +58,16 @@ kill -TERM $(running) 2>/dev/null
 for _ in $(seq 60); do [ -z "$(running)" ] && break; sleep 1; done
 kill -KILL $(running) 2>/dev/null
 [ "$DEVICE" = cuda ] && [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
-dirs=$(find $RESULTS/runs/table2 -mindepth 2 -maxdepth 2 -name train.log -newer /tmp/run-seeds-start -printf '%h\n' | sort)
+dirs=$(find $RESULTS/runs/table2 -mindepth 2 -maxdepth 2 -name train.log -newer $WORK/start -printf '%h\n' | sort)
 for d in $dirs; do
   echo "$(basename $d): $(cat $d/metrics.jsonl 2>/dev/null | wc -l) epochs; $(tail -c 300 $d/metrics.jsonl 2>/dev/null | tail -1 | cut -c1-160)"
 done
-tail -n 3 /tmp/shard-logs/*.log
-cp -r /tmp/shard-logs $RESULTS/runs/table2/gpu-shard-logs
+tail -n 3 $WORK/shard-logs/*.log
+cp -r $WORK/shard-logs $RESULTS/runs/table2/gpu-shard-logs
 excludes=(--exclude best.pt --exclude .lock)
 for f in $( [ -n "$dirs" ] && find $dirs -name last.pt -size +40M); do
   echo "left behind (over 40 MiB): $f"; excludes+=(--exclude "$f")
 done
-tar czf /tmp/runs.tgz "${excludes[@]}" $RESULTS/runs/table2/gpu-shard-logs $dirs
-split -b 15M /tmp/runs.tgz $OUT/runs.tgz.part-
-echo "$(( SECONDS - start )) s: done, $(du -h /tmp/runs.tgz | cut -f1) back in $(ls $OUT/runs.tgz.part-* | wc -l) parts"
+tar czf $WORK/runs.tgz "${excludes[@]}" $RESULTS/runs/table2/gpu-shard-logs $dirs
+split -b 15M $WORK/runs.tgz $OUT/runs.tgz.part-
+echo "$(( SECONDS - start )) s: done, $(du -h $WORK/runs.tgz | cut -f1) back in $(ls $OUT/runs.tgz.part-* | wc -l) parts"
